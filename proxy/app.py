@@ -1,0 +1,49 @@
+"""The app factory. Nothing reads the environment at import time."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from proxy import __version__
+from proxy.backends import Backend, build_backend
+from proxy.errors import install_error_handlers
+from proxy.metrics import Metrics, TimingMiddleware
+from proxy.routes import router
+from proxy.service import CompletionService
+from proxy.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, backend: Backend | None = None, index: Any = None) -> FastAPI:
+    """Build the proxy. The lifespan starts and stops the backend (and the index, when given)."""
+    settings = settings or load_settings()
+    metrics = Metrics()
+    chosen = backend or build_backend(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await chosen.start()
+        logger.info("backend %s ready; serving %s", chosen.name, ", ".join(chosen.model_ids()))
+        try:
+            yield
+        finally:
+            await chosen.stop()
+
+    app = FastAPI(title="Obliviate", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.backend = chosen
+    app.state.index = index
+    app.state.service = CompletionService(chosen, metrics)
+    app.state.started_at = int(time.time())
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(TimingMiddleware, metrics=metrics)
+    return app

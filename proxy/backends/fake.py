@@ -1,0 +1,133 @@
+"""A deterministic fake backend for fast unit tests of the HTTP layer. Never a production backend.
+
+It answers ``"echo: <last user text>"`` (chat) or ``"echo: <prompt>"`` (completions), one word per
+stream chunk, honouring ``n``, ``max_tokens`` (in words), ``stop`` and ``stream_options``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from proxy.backends.base import Backend, Kind
+from proxy.errors import UpstreamError, UpstreamUnavailable
+
+
+class FakeBackend(Backend):
+    name = "fake"
+
+    def __init__(
+        self,
+        model_id: str = "fake-model",
+        *,
+        reply: str | None = None,
+        chunk_delay_s: float = 0.0,
+        fail_after_chunks: int | None = None,
+        ready: bool = True,
+    ) -> None:
+        self.model_id = model_id
+        self.reply = reply
+        self.chunk_delay_s = chunk_delay_s
+        self.fail_after_chunks = fail_after_chunks
+        self.ready = ready
+        self.requests: list[tuple[Kind, dict[str, Any]]] = []
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    def model_ids(self) -> list[str]:
+        return [self.model_id]
+
+    def _text(self, kind: Kind, body: dict[str, Any]) -> tuple[str, str]:
+        if body.get("force_upstream_error"):
+            raise UpstreamError("fake upstream rejected the request", status_code=422, code="fake_error")
+        if self.reply is not None:
+            text = self.reply
+        elif kind == "chat":
+            users = [m for m in body["messages"] if m.get("role") == "user"]
+            content = users[-1].get("content") if users else ""
+            if isinstance(content, list):
+                content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            text = f"echo: {content}"
+        else:
+            prompt = body["prompt"]
+            text = f"echo: {prompt if isinstance(prompt, str) else prompt[0]}"
+        words = text.split(" ")
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        finish = "stop"
+        if limit is not None and len(words) > limit:
+            words, finish = words[:limit], "length"
+        text = " ".join(words)
+        stops = body.get("stop") or []
+        for s in [stops] if isinstance(stops, str) else stops:
+            if s and s in text:
+                text, finish = text[: text.index(s)], "stop"
+        return text, finish
+
+    def _check(self, body: dict[str, Any]) -> None:
+        if not self.ready:
+            raise UpstreamUnavailable("fake backend is not ready", code="backend_unavailable")
+
+    async def complete(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+        self._check(body)
+        self.requests.append((kind, body))
+        text, finish = self._text(kind, body)
+        n = body.get("n", 1)
+        words = len(text.split())
+        usage = {"prompt_tokens": 1, "completion_tokens": words * n, "total_tokens": 1 + words * n}
+        if kind == "chat":
+            choices = [
+                {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                for i in range(n)
+            ]
+            obj = "chat.completion"
+        else:
+            choices = [{"index": i, "text": text, "finish_reason": finish} for i in range(n)]
+            obj = "text_completion"
+        return {
+            "id": f"fake-{uuid.uuid4().hex[:12]}",
+            "object": obj,
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": choices,
+            "usage": usage,
+        }
+
+    async def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        self._check(body)
+        self.requests.append((kind, body))
+        text, finish = self._text(kind, body)
+        n = body.get("n", 1)
+        cid = f"fake-{uuid.uuid4().hex[:12]}"
+        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(text.split(" "))] if text else []
+        sent = 0
+
+        def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
+            return {"id": cid, "object": obj, "created": int(time.time()), "model": body["model"], "choices": choices}
+
+        if kind == "chat":
+            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(n)])
+        for piece in pieces:
+            if self.fail_after_chunks is not None and sent >= self.fail_after_chunks:
+                raise UpstreamUnavailable("fake backend died mid-stream", code="upstream_disconnected")
+            if self.chunk_delay_s:
+                await asyncio.sleep(self.chunk_delay_s)
+            for i in range(n):
+                if kind == "chat":
+                    yield chunk([{"index": i, "delta": {"content": piece}, "finish_reason": None}])
+                else:
+                    yield chunk([{"index": i, "text": piece, "finish_reason": None}])
+            sent += 1
+        for i in range(n):
+            if kind == "chat":
+                yield chunk([{"index": i, "delta": {}, "finish_reason": finish}])
+            else:
+                yield chunk([{"index": i, "text": "", "finish_reason": finish}])
+        if (body.get("stream_options") or {}).get("include_usage"):
+            words = len(pieces)
+            usage = {"prompt_tokens": 1, "completion_tokens": words * n, "total_tokens": 1 + words * n}
+            yield {**chunk([]), "usage": usage}

@@ -1,0 +1,156 @@
+"""A backend that forwards to an OpenAI-compatible server (vLLM) over pooled HTTP connections.
+
+Streams pass through chunk by chunk: each SSE ``data:`` line is parsed and yielded as soon as it
+arrives; nothing is buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from proxy.backends.base import ROUTE_FOR_KIND, Backend, Kind
+from proxy.errors import UpstreamUnavailable, upstream_error_from_response
+
+logger = logging.getLogger(__name__)
+
+_TRANSPORT_ERRORS = (httpx.TransportError,)  # connect, read, write, protocol, pool timeouts
+
+
+class OpenAIHTTPBackend(Backend):
+    """Talks to ``base_url`` (ending in ``/v1``). ``served_ids`` pins the model ids when known."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 600.0,
+        max_connections: int = 256,
+        served_ids: list[str] | None = None,
+        health_interval_s: float = 2.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self._served_ids = list(served_ids or [])
+        self.health_interval_s = health_interval_s
+        self._client: httpx.AsyncClient | None = None
+        self._ready = False
+        self._health_task: asyncio.Task[None] | None = None
+
+    # lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(self.timeout_s, connect=10.0),
+            limits=httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections),
+        )
+        await self.check_health()
+        self._health_task = asyncio.create_task(self._health_loop(), name="upstream-health")
+
+    async def stop(self) -> None:
+        if self._health_task:
+            self._health_task.cancel()
+            try:
+                await self._health_task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._health_task = None
+        if self._client:
+            await self._client.aclose()
+            self._client = None
+        self._ready = False
+
+    async def check_health(self) -> bool:
+        """GET /models; remembers the served ids. Any failure marks the backend not ready."""
+        try:
+            resp = await self.client.get("/models", timeout=5.0)
+            resp.raise_for_status()
+            ids = [m["id"] for m in resp.json().get("data", [])]
+            if ids:
+                self._served_ids = ids
+            self._ready = True
+        except Exception as exc:  # noqa: BLE001 - health is a yes/no
+            if self._ready:
+                logger.warning("upstream %s is not healthy: %s", self.base_url, type(exc).__name__)
+            self._ready = False
+        return self._ready
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval_s)
+            await self.check_health()
+
+    def mark_unready(self) -> None:
+        self._ready = False
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise UpstreamUnavailable("backend is not started", code="backend_unavailable")
+        return self._client
+
+    def is_ready(self) -> bool:
+        return self._ready
+
+    def model_ids(self) -> list[str]:
+        return list(self._served_ids)
+
+    # requests --------------------------------------------------------------------------------
+    def _unavailable(self, exc: Exception) -> UpstreamUnavailable:
+        self._ready = False
+        return UpstreamUnavailable(
+            f"upstream model server is unavailable ({type(exc).__name__})", code="upstream_unavailable"
+        )
+
+    async def complete(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = await self.client.post(ROUTE_FOR_KIND[kind], json=body)
+        except _TRANSPORT_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        payload = _json_or_none(resp.content)
+        if resp.status_code >= 400:
+            raise upstream_error_from_response(resp.status_code, payload)
+        if not isinstance(payload, dict):
+            raise UpstreamUnavailable("upstream returned a body that is not JSON", code="bad_upstream_response")
+        return payload
+
+    async def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async with self.client.stream("POST", ROUTE_FOR_KIND[kind], json=body) as resp:
+                if resp.status_code >= 400:
+                    raise upstream_error_from_response(resp.status_code, _json_or_none(await resp.aread()))
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    chunk = _json_or_none(data.encode())
+                    if not isinstance(chunk, dict):
+                        continue
+                    if "error" in chunk and "choices" not in chunk:
+                        raise upstream_error_from_response(502, chunk)
+                    yield chunk
+        except _TRANSPORT_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        # An upstream that closes without [DONE] has died mid-stream.
+        raise UpstreamUnavailable("upstream closed the stream before it finished", code="upstream_disconnected")
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None

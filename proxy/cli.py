@@ -1,0 +1,140 @@
+"""The ``obliviate`` command line.
+
+Sub-commands register themselves through ``register(subparsers)`` functions so each concern keeps
+its own module (e.g. ``proxy.cli_forget`` for the forget-set admin client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from proxy.settings import DEFAULT_MODEL_ID, Settings, load_settings
+
+logger = logging.getLogger("obliviate")
+
+Registrar = Callable[[argparse._SubParsersAction], None]
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    engine_args = args.engine_arg if getattr(args, "engine_arg", None) else None
+    return load_settings(
+        getattr(args, "config", None),
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        backend=getattr(args, "backend", None),
+        upstream=getattr(args, "upstream", None),
+        model_id=getattr(args, "model_id", None),
+        model_path=getattr(args, "model_path", None),
+        engine_extra_args=engine_args,
+    )
+
+
+def ensure_model(settings: Settings) -> None:
+    """Prepare the bundled model when it is the one being served from this machine."""
+    if settings.backend == "fake" or (settings.backend == "vllm" and settings.upstream):
+        return
+    if settings.model_path is None and settings.model_id == DEFAULT_MODEL_ID:
+        from proxy.models import prepare_bundled_model
+
+        prepare_bundled_model(settings.resolved_model_path)
+    elif not settings.resolved_model_path.is_dir():
+        raise SystemExit(f"model folder {settings.resolved_model_path} does not exist")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.app import create_app
+    from proxy.models import set_offline_env
+
+    settings = _settings_from(args)
+    _configure_logging(settings.log_level)
+    set_offline_env()
+    ensure_model(settings)
+    app = create_app(settings)
+    base = f"http://{settings.host}:{settings.port}/v1"
+    auth = " -H 'Authorization: Bearer $KEY'" if settings.api_keys else ""
+    banner = (
+        f"\nObliviate is serving '{settings.model_id}' at {base}\n"
+        f"  curl {base}/chat/completions{auth} -H 'Content-Type: application/json' \\\n"
+        f"    -d '{{\"model\": \"{settings.model_id}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'\n"
+        f"  python: OpenAI(base_url='{base}', api_key='<key or anything>')\n"
+    )
+
+    class _Banner(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if "Application startup complete" in record.getMessage():
+                print(banner, file=sys.stderr, flush=True)
+            return True
+
+    logging.getLogger("uvicorn.error").addFilter(_Banner())
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                timeout_graceful_shutdown=10)  # fmt: skip
+    return 0
+
+
+def cmd_models_prepare(args: argparse.Namespace) -> int:
+    from proxy.models import prepare_bundled_model
+
+    settings = _settings_from(args)
+    _configure_logging(settings.log_level)
+    path = prepare_bundled_model(settings.models_dir / DEFAULT_MODEL_ID, force=args.force)
+    print(path)
+    return 0
+
+
+def _register_core(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="serve the OpenAI-compatible proxy (embedded vLLM by default)")
+    serve.add_argument("--config", help="YAML settings file")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--backend", choices=["vllm", "transformers", "fake"])
+    serve.add_argument("--upstream", help="base URL of an existing vLLM/OpenAI server (ends in /v1)")
+    serve.add_argument("--model-id", help=f"served model id (default {DEFAULT_MODEL_ID})")
+    serve.add_argument("--model-path", help="model folder to serve instead of the bundled model")
+    serve.add_argument("--engine-arg", action="append", help="extra argument for the embedded vLLM (repeatable)")
+    serve.set_defaults(func=cmd_serve)
+
+    models = sub.add_parser("models", help="manage served models")
+    msub = models.add_subparsers(dest="models_cmd", required=True)
+    prep = msub.add_parser("prepare", help="convert the bundled SmolLM2 GGUF into a servable folder")
+    prep.add_argument("--config")
+    prep.add_argument("--force", action="store_true", help="convert again even if a verified copy exists")
+    prep.set_defaults(func=cmd_models_prepare)
+
+
+def registrars() -> list[Registrar]:
+    found: list[Registrar] = [_register_core]
+    for module in ("proxy.cli_forget",):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        found.append(mod.register)
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="obliviate", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for register in registrars():
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""The OpenAI-compatible routes. Thin: parse, serve, respond."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from proxy.auth import require_client
+from proxy.body import parse_request
+from proxy.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+
+router = APIRouter()
+clients = [Depends(require_client)]
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.get("/v1/models", dependencies=clients)
+async def list_models(request: Request) -> ModelList:
+    backend = request.app.state.backend
+    created = request.app.state.started_at
+    return ModelList(data=[ModelCard(id=m, created=created) for m in backend.model_ids()])
+
+
+@router.get("/v1/models/{model_id:path}", dependencies=clients)
+async def get_model(model_id: str, request: Request) -> ModelCard:
+    request.app.state.service.check_model(model_id)
+    return ModelCard(id=model_id, created=request.app.state.started_at)
+
+
+@router.post("/v1/chat/completions", dependencies=clients)
+async def chat_completions(request: Request) -> Response:
+    req = await parse_request(request, ChatCompletionRequest)
+    return await _serve(request, "chat", req)
+
+
+@router.post("/v1/completions", dependencies=clients)
+async def completions(request: Request) -> Response:
+    req = await parse_request(request, CompletionRequest)
+    return await _serve(request, "completion", req)
+
+
+async def _serve(request: Request, kind: str, req: ChatCompletionRequest | CompletionRequest) -> Response:
+    service = request.app.state.service
+    timing = request.state.timing
+    if req.stream:
+        events = await service.open_stream(kind, req, timing, request.url.path)
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    return JSONResponse(await service.complete(kind, req, timing))
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    backend = request.app.state.backend
+    ready = backend.is_ready()
+    body = {"status": "ok" if ready else "unavailable", "uptime_s": round(time.time() - request.app.state.started_at, 1)}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,116 @@
+"""Settings: defaults < YAML file (``--config``) < ``OBLIVIATE_*`` environment < explicit arguments.
+
+Nothing here reads the environment at import time; call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_MODEL_ID = "smollm2-135m-instruct"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("OBLIVIATE_HOME") or Path.home() / ".cache" / "obliviate")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OBLIVIATE_", extra="forbid", validate_default=True)
+
+    # Where prepared models, the forget-set database and snapshots live.
+    home: Path = Field(default_factory=default_home)
+
+    # HTTP server.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+    # Auth: client keys (comma-separated in the environment) and the admin key.
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    admin_key: str | None = None
+
+    # Backend selection: vllm (embedded when upstream is unset), transformers (in-process), fake (tests).
+    backend: Literal["vllm", "transformers", "fake"] = "vllm"
+    upstream: str | None = None  # base URL of an existing OpenAI-compatible server, e.g. http://host:8001/v1
+    upstream_api_key: str | None = None
+    upstream_timeout_s: float = Field(default=600.0, gt=0)
+    upstream_max_connections: int = Field(default=256, gt=0)
+
+    # The served model: id clients use, and the folder (defaults to the prepared bundled model).
+    model_id: str = DEFAULT_MODEL_ID
+    model_path: Path | None = None
+
+    # Embedded vLLM engine.
+    engine_port: int = 0  # 0: pick a free loopback port
+    engine_dtype: str = "float32"
+    engine_max_model_len: int = Field(default=4096, gt=0)
+    engine_kv_cache_gib: float = Field(default=2.0, gt=0)  # VLLM_CPU_KVCACHE_SPACE on CPU
+    engine_enforce_eager: bool = True
+    engine_startup_timeout_s: float = Field(default=600.0, gt=0)
+    engine_restart_backoff_s: float = Field(default=1.0, ge=0)
+    engine_extra_args: list[str] = Field(default_factory=list)
+
+    # Logging.
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def resolved_model_path(self) -> Path:
+        return self.model_path or self.models_dir / self.model_id
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional YAML file, then the environment, then ``overrides``.
+
+    ``overrides`` with a value of ``None`` are ignored so CLI flags left unset do not mask the env.
+    """
+    import yaml
+
+    file_values: dict[str, Any] = {}
+    if config_file:
+        with open(config_file, encoding="utf-8") as fh:
+            loaded = yaml.safe_load(fh) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {config_file} must hold a mapping")
+        file_values = loaded
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    # The environment beats the file: drop file values for keys the environment sets.
+    env_keys = {
+        name
+        for name in Settings.model_fields
+        if f"OBLIVIATE_{name.upper()}" in os.environ
+    }
+    merged = {k: v for k, v in file_values.items() if k not in env_keys}
+    merged.update(explicit)
+    return Settings(**merged)
