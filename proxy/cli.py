@@ -20,6 +20,7 @@ Registrar = Callable[[argparse._SubParsersAction], None]
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:

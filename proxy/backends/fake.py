@@ -34,6 +34,7 @@ class FakeBackend(Backend):
         self.fail_after_chunks = fail_after_chunks
         self.ready = ready
         self.requests: list[tuple[Kind, dict[str, Any]]] = []
+        self.active_streams = 0  # streams started and not yet closed (tests check disconnects)
 
     def is_ready(self) -> bool:
         return self.ready
@@ -97,6 +98,14 @@ class FakeBackend(Backend):
         }
 
     async def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        self.active_streams += 1
+        try:
+            async for chunk in self._stream(kind, body):
+                yield chunk
+        finally:
+            self.active_streams -= 1
+
+    async def _stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         self._check(body)
         self.requests.append((kind, body))
         text, finish = self._text(kind, body)
