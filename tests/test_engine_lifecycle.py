@@ -1,0 +1,122 @@
+"""The embedded engine's supervision: a vLLM crash mid-stream, restart, shutdown without orphans,
+and the remote-upstream mode. Uses its own proxy (it kills engines)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import httpx
+import openai
+import psutil
+import pytest
+
+from tests.engines import CLIENT_KEY, ProxyProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODEL = "smollm2-135m-instruct"
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+LONG = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "Write a long story about a lighthouse keeper."}],
+    "max_tokens": 1500,
+    "ignore_eos": True,  # forwarded to vLLM: the stream is still running when the engine dies
+    "stream": True,
+}
+
+
+@pytest.fixture(scope="module")
+def own_proxy(tmp_path_factory: pytest.TempPathFactory, model_path):
+    proxy = ProxyProcess(["--model-path", str(model_path)], tmp_path_factory.mktemp("lifecycle")).start()
+    yield proxy
+    proxy.stop()
+
+
+def test_engine_killed_mid_stream_then_restarted(own_proxy: ProxyProcess) -> None:
+    engine = own_proxy.engine_process()
+    events: list[str] = []
+    with httpx.stream("POST", f"{own_proxy.base_url}/chat/completions", json=LONG, headers=AUTH, timeout=120) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            events.append(line[6:])
+            if len(events) == 5:
+                os.killpg(engine.pid, signal.SIGKILL)  # the engine and its workers die at once
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "service_unavailable"
+    assert all("choices" in json.loads(e) for e in events[:-2])
+
+    # The proxy itself stays up and says it is not ready while the engine restarts.
+    statuses = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and 503 not in statuses:
+        statuses.append(own_proxy.health_status())
+        time.sleep(0.2)
+    assert 503 in statuses
+    r = httpx.post(f"{own_proxy.base_url}/chat/completions", json={**LONG, "stream": False, "max_tokens": 2}, headers=AUTH)
+    assert r.status_code == 503 or r.status_code == 200  # 503 while down; 200 if it is already back
+    own_proxy.wait_healthy(600)
+    assert own_proxy.engine_process().pid != engine.pid
+    c = openai.OpenAI(base_url=own_proxy.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=300)
+    out = c.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=16, temperature=0
+    )
+    assert "Paris" in out.choices[0].message.content
+
+
+def test_sdk_sees_mid_stream_error(own_proxy: ProxyProcess) -> None:
+    """The official SDK turns the error event into an exception rather than a silent truncation."""
+    c = openai.OpenAI(base_url=own_proxy.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=300)
+    stream = c.chat.completions.create(
+        model=MODEL, messages=LONG["messages"], max_tokens=1500, stream=True, extra_body={"ignore_eos": True}
+    )
+    got = 0
+    with pytest.raises(openai.APIError):
+        for _ in stream:
+            got += 1
+            if got == 3:
+                engine = own_proxy.engine_process()
+                os.killpg(engine.pid, signal.SIGKILL)
+    own_proxy.wait_healthy(600)
+
+
+def test_remote_upstream_mode(own_proxy: ProxyProcess, tmp_path) -> None:
+    """`--upstream URL`: a second proxy talks to an existing vLLM server (the first proxy's engine)."""
+    engine = own_proxy.engine_process()
+    cmd = engine.cmdline()
+    port = cmd[cmd.index("--port") + 1]
+    remote = ProxyProcess(["--upstream", f"http://127.0.0.1:{port}/v1"], tmp_path / "remote").start()
+    try:
+        assert not remote.descendants()  # no engine of its own
+        c = openai.OpenAI(base_url=remote.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=300)
+        assert [m.id for m in c.models.list().data] == [MODEL]
+        out = c.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=16, temperature=0
+        )
+        assert "Paris" in out.choices[0].message.content
+    finally:
+        remote.stop()
+
+
+def test_sigterm_stops_the_engine(own_proxy: ProxyProcess) -> None:
+    family = [own_proxy.engine_process(), *own_proxy.engine_process().children(recursive=True)]
+    # uvicorn shuts down gracefully, then re-raises the signal it caught: exit status -15.
+    assert own_proxy.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+    gone, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+    log = own_proxy.tail(200)
+    assert "stopping vLLM engine" in log and "Application shutdown complete" in log
+
+
+def test_sigkill_of_the_proxy_leaves_no_orphan(tmp_path, model_path) -> None:
+    proxy = ProxyProcess(["--model-path", str(model_path)], tmp_path / "orphan").start()
+    family = [proxy.engine_process(), *proxy.engine_process().children(recursive=True)]
+    proxy.stop(signal.SIGKILL)
+    gone, alive = psutil.wait_procs(family, timeout=60)
+    assert not alive, [p.cmdline() for p in alive]
