@@ -1,0 +1,19 @@
+"""Harmonic-mean aggregate (open-unlearning ``hm_aggregate``; TOFU model utility)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from evals.metrics.registry import register
+from evals.metrics.result import MetricResult, result
+
+
+@register("hm_aggregate")
+def hm_aggregate(values: Mapping[str, float] | Iterable[float]) -> MetricResult:
+    """``scipy.stats.hmean`` of the component aggregates (a mapping name -> value, or values)."""
+    from scipy.stats import hmean
+
+    numbers = list(values.values()) if isinstance(values, Mapping) else list(values)
+    if not numbers:
+        raise ValueError("hm_aggregate needs at least one value")
+    return result(hmean(numbers))
