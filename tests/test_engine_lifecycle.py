@@ -88,10 +88,7 @@ def test_sdk_sees_mid_stream_error(own_proxy: ProxyProcess) -> None:
 
 def test_remote_upstream_mode(own_proxy: ProxyProcess, tmp_path) -> None:
     """`--upstream URL`: a second proxy talks to an existing vLLM server (the first proxy's engine)."""
-    engine = own_proxy.engine_process()
-    cmd = engine.cmdline()
-    port = cmd[cmd.index("--port") + 1]
-    remote = ProxyProcess(["--upstream", f"http://127.0.0.1:{port}/v1"], tmp_path / "remote").start()
+    remote = ProxyProcess(["--upstream", own_proxy.engine_url()], tmp_path / "remote").start()
     try:
         assert not remote.descendants()  # no engine of its own
         c = openai.OpenAI(base_url=remote.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=300)

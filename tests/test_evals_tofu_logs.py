@@ -131,7 +131,8 @@ def test_mia_aucs_from_logged_scores(model: str, split: str) -> None:
     full = load(full_dir(model, split))
     for name in ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus", "mia_gradnorm"):
         logged = full[name]
-        got = mia_auc(field(logged["forget"]["value_by_index"], "score"), field(logged["holdout"]["value_by_index"], "score"))
+        forget, holdout = (field(logged[part]["value_by_index"], "score") for part in ("forget", "holdout"))
+        got = mia_auc(forget, holdout)
         assert got["auc"] == got["agg_value"] == pytest.approx(logged["auc"], rel=REL), name
         assert got["forget"]["agg_value"] == pytest.approx(logged["forget"]["agg_value"], rel=1e-6), name
 
