@@ -194,3 +194,10 @@ def test_registry() -> None:
         get_metric("nope")
     with pytest.raises(ValueError, match="already registered"):
         register("rouge")(lambda: {})
+
+
+def test_missing_optional_dependency_names_the_extra() -> None:
+    from evals._deps import optional_import
+
+    with pytest.raises(ImportError, match=r"obliviate\[evals\].*not-a-real-package"):
+        optional_import("not_a_real_module_xyz", package="not-a-real-package")

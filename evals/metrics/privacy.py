@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from evals._deps import optional_import
 from evals.metrics.registry import register
 from evals.metrics.result import MetricResult, result
 
@@ -15,13 +16,12 @@ def forget_quality(model_truth_ratios: Iterable[float], retain_truth_ratios: Ite
     """p-value of the two-sample KS test between the evaluated model's forget-set truth ratios and
     the retain model's (the ``forget_truth_ratio`` per-item scores of each log). The test runs on
     ``1 / (tr + 1e-10)`` as open-unlearning does (the KS statistic is unchanged by it up to ties)."""
-    from scipy.stats import ks_2samp
-
+    stats = optional_import("scipy.stats", package="scipy")
     model = np.asarray(list(model_truth_ratios), dtype=np.float64)
     retain = np.asarray(list(retain_truth_ratios), dtype=np.float64)
     if model.size == 0 or retain.size == 0:
         raise ValueError("forget_quality needs truth ratios from both models")
-    return result(ks_2samp(1 / (model + 1e-10), 1 / (retain + 1e-10)).pvalue)
+    return result(stats.ks_2samp(1 / (model + 1e-10), 1 / (retain + 1e-10)).pvalue)
 
 
 @register("privleak")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from evals._deps import optional_import
 from evals.metrics.registry import register
 from evals.metrics.result import MetricResult, result
 
@@ -11,9 +12,8 @@ from evals.metrics.result import MetricResult, result
 @register("hm_aggregate")
 def hm_aggregate(values: Mapping[str, float] | Iterable[float]) -> MetricResult:
     """``scipy.stats.hmean`` of the component aggregates (a mapping name -> value, or values)."""
-    from scipy.stats import hmean
-
+    stats = optional_import("scipy.stats", package="scipy")
     numbers = list(values.values()) if isinstance(values, Mapping) else list(values)
     if not numbers:
         raise ValueError("hm_aggregate needs at least one value")
-    return result(hmean(numbers))
+    return result(stats.hmean(numbers))
