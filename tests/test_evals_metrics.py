@@ -76,7 +76,8 @@ def test_truth_ratio_aggregators() -> None:
 
 def test_truth_ratio_skips_unscored_items_and_keeps_indices() -> None:
     got = truth_ratio({"5": 0.0, "6": None}, {"5": [0.0], "6": [1.0]})
-    assert got["value_by_index"] == {"5": {"score": pytest.approx(1.0)}}
+    assert got["value_by_index"] == {"5": {"score": pytest.approx(1.0)}, "6": None}
+    assert got["agg_value"] == pytest.approx(1.0)
 
 
 def test_rouge_scores_with_stemmer() -> None:

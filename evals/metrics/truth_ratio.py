@@ -49,9 +49,9 @@ def truth_ratio(
         raise ValueError("correct and wrong answers must have the same indices")
     kept = [idx for idx in correct if correct[idx] is not None and wrong[idx] is not None]
     if not kept:
-        return result(None, {})
+        return result(None, {idx: None for idx in correct})
     correct_prob = np.exp(-per_item_mean(correct[idx] for idx in kept))
     wrong_prob = np.exp(-per_item_mean(wrong[idx] for idx in kept))
     ratios = wrong_prob / (correct_prob + 1e-10)
-    by_index = {idx: {"score": float(tr)} for idx, tr in zip(kept, ratios)}
-    return result(aggregate(ratios), by_index)
+    scores = {idx: {"score": float(tr)} for idx, tr in zip(kept, ratios)}
+    return result(aggregate(ratios), {idx: scores.get(idx) for idx in correct})
