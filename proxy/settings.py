@@ -55,6 +55,21 @@ class Settings(BaseSettings):
     engine_restart_backoff_s: float = Field(default=1.0, ge=0)
     engine_extra_args: list[str] = Field(default_factory=list)
 
+    # Forget-set index (issue #3). Paths default to files under `home`.
+    index_enabled: bool = True
+    forget_db: Path | None = None  # default: home/forget.db
+    index_snapshot_path: Path | None = None  # default: home/forget.snapshot
+    index_snapshot_interval_s: float = Field(default=60.0, ge=0)  # 0: only at shutdown
+    index_max_entry_chars: int = Field(default=100_000, gt=0)
+    index_max_import_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    index_chunk_words: int = Field(default=96, gt=8)
+    index_chunk_overlap_words: int = Field(default=24, ge=0)
+    index_ivf_threshold: int = Field(default=20_000, gt=0)  # vectors; flat below, IVF above
+    index_ivf_nprobe: int = Field(default=32, gt=0)
+    index_match_top_k: int = Field(default=5, gt=0)
+    index_embed_batch_size: int = Field(default=64, gt=0)
+    index_preload_embedder: bool = True  # load the embedder at start-up when the forget set is not empty
+
     # Logging.
     log_level: str = "INFO"
 
@@ -69,6 +84,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @property
+    def resolved_forget_db(self) -> Path:
+        return self.forget_db or self.home / "forget.db"
+
+    @property
+    def resolved_snapshot_path(self) -> Path:
+        return self.index_snapshot_path or self.home / "forget.snapshot"
 
     @property
     def models_dir(self) -> Path:

