@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from proxy import __version__
+from proxy.admin import router as admin_router
 from proxy.backends import Backend, build_backend
 from proxy.errors import install_error_handlers
 from proxy.metrics import Metrics, TimingMiddleware
@@ -26,15 +27,25 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     settings = settings or load_settings()
     metrics = Metrics()
     chosen = backend or build_backend(settings)
+    if index is None:
+        from index.service import build_index
+
+        index = build_index(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await chosen.start()
-        logger.info("backend %s ready; serving %s", chosen.name, ", ".join(chosen.model_ids()))
+        if index is not None:
+            await index.astart()
         try:
-            yield
+            await chosen.start()
+            logger.info("backend %s ready; serving %s", chosen.name, ", ".join(chosen.model_ids()))
+            try:
+                yield
+            finally:
+                await chosen.stop()
         finally:
-            await chosen.stop()
+            if index is not None:
+                await index.astop()
 
     app = FastAPI(title="Obliviate", version=__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -45,5 +56,6 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.state.started_at = int(time.time())
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(admin_router)
     app.add_middleware(TimingMiddleware, metrics=metrics)
     return app
