@@ -112,16 +112,9 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
 
 
 def registrars() -> list[Registrar]:
-    found: list[Registrar] = [_register_core]
-    for module in ("proxy.cli_forget",):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        found.append(mod.register)
-    return found
+    from proxy import cli_forget
+
+    return [_register_core, cli_forget.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
