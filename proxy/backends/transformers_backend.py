@@ -1,7 +1,8 @@
 """In-process transformers backend, for machines without vLLM.
 
 A small decoding loop with a KV cache over ``AutoModelForCausalLM``: greedy or sampled
-(temperature, top-p, seed), ``n`` choices, stop strings, ``max_tokens``, logprobs and streaming.
+(temperature, top-p, seed), ``n`` choices, stop strings, ``max_tokens``, logprobs, streaming, and
+vLLM's ``bad_words`` (the guards' logit suppression) through ``guards.logit_math``.
 Requests run one at a time on a worker thread; a client that goes away stops its generation.
 """
 
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from guards.logit_math import ban_sequences
+from guards.suppression import tokenize_bad_words
 from proxy.backends.base import Backend, Kind
 from proxy.errors import BadRequest, UpstreamUnavailable
 
@@ -111,6 +114,9 @@ class TransformersBackend(Backend):
         hold = max((len(s) for s in stops), default=1) - 1
         want_top = _top_logprobs(kind, body)
         generator = torch.Generator().manual_seed(int(body["seed"])) if body.get("seed") is not None else None
+        banned = tokenize_bad_words(
+            body.get("bad_words") or [], lambda w: self.tokenizer.encode(w, add_special_tokens=False)
+        )
         eos = {self.tokenizer.eos_token_id, *(_list(self.model.generation_config.eos_token_id))} - {None}
 
         for index in range(int(body.get("n", 1))):
@@ -127,7 +133,7 @@ class TransformersBackend(Backend):
                     past = out.past_key_values
                     logits = out.logits[0, -1].float()
                     logprobs = torch.log_softmax(logits, dim=-1)
-                    token = _pick(logits, temperature, top_p, generator)
+                    token = _pick(ban_sequences(out_ids, logits, banned), temperature, top_p, generator)
                     top = []
                     if want_top:
                         vals, idx = torch.topk(logprobs, want_top)
