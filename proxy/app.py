@@ -22,6 +22,15 @@ from proxy.settings import Settings, load_settings
 logger = logging.getLogger(__name__)
 
 
+def build_pipeline(settings: Settings, index: Any, metrics: Metrics) -> Any:
+    """The guard pipeline over the forget set, or None when guards or the index are off."""
+    if index is None or not settings.guard_enabled:
+        return None
+    from guards.pipeline import GuardPipeline
+
+    return GuardPipeline(settings, index, metrics)
+
+
 def create_app(settings: Settings | None = None, *, backend: Backend | None = None, index: Any = None) -> FastAPI:
     """Build the proxy. The lifespan starts and stops the backend (and the index, when given)."""
     settings = settings or load_settings()
@@ -52,7 +61,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.state.metrics = metrics
     app.state.backend = chosen
     app.state.index = index
-    app.state.service = CompletionService(chosen, metrics)
+    app.state.service = CompletionService(chosen, metrics, build_pipeline(settings, index, metrics))
     app.state.started_at = int(time.time())
     install_error_handlers(app)
     app.include_router(router)

@@ -39,6 +39,17 @@ class Metrics:
         self.stream_errors = Counter(
             "obliviate_stream_errors", "Streams that ended with an error event", ["route"], registry=self.registry
         )
+        self.guard_actions = Counter(
+            "obliviate_guard_actions", "Requests by guard action (pass, refuse, rewrite+suppress, ...)", ["action"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.guard_decisions = Counter(
+            "obliviate_guard_decisions", "Guard decisions by guard and verdict", ["guard", "verdict"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.output_leaks = Counter(
+            "obliviate_output_leaks", "Responses the output guard cut, by signal", ["guard"], registry=self.registry
+        )
 
 
 @dataclass

@@ -46,10 +46,12 @@ async def completions(request: Request) -> Response:
 async def _serve(request: Request, kind: str, req: ChatCompletionRequest | CompletionRequest) -> Response:
     service = request.app.state.service
     timing = request.state.timing
+    ctx = await service.begin(kind, req, request.state.principal, request.state.request_id)
+    headers = service.headers(ctx)
     if req.stream:
-        events = await service.open_stream(kind, req, timing, request.url.path)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return JSONResponse(await service.complete(kind, req, timing))
+        events = await service.open_stream(kind, req, timing, request.url.path, ctx)
+        return StreamingResponse(events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+    return JSONResponse(await service.complete(kind, req, timing, ctx), headers=headers)
 
 
 @router.get("/health")

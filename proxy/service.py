@@ -1,4 +1,4 @@
-"""The serving layer between thin routes and a backend: model check, timing, SSE framing.
+"""The serving layer between thin routes and a backend: model check, guards, timing, SSE framing.
 
 Streams are opened before the response starts (so an upstream 4xx/5xx keeps its status), then
 relayed chunk by chunk. A failure after the first byte becomes one ``data: {"error": ...}`` event
@@ -7,6 +7,7 @@ followed by ``data: [DONE]``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -14,23 +15,41 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from proxy.backends.base import Backend, Kind
-from proxy.errors import NotFound, OpenAIError, UpstreamUnavailable, error_body
+from proxy.errors import BadRequest, Forbidden, NotFound, OpenAIError, UpstreamUnavailable, error_body
 from proxy.metrics import Metrics, Timing
 from proxy.protocol import ChatCompletionRequest, CompletionRequest
 
 logger = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
+Request = ChatCompletionRequest | CompletionRequest
 
 
 def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
+async def timed(chunks: AsyncIterator[dict[str, Any]], timing: Timing) -> AsyncIterator[dict[str, Any]]:
+    """Relay ``chunks``, adding the time spent waiting on them to ``timing.upstream_s``."""
+    try:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+            finally:
+                timing.upstream_s += time.perf_counter() - t0
+            yield chunk
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
 class CompletionService:
-    def __init__(self, backend: Backend, metrics: Metrics) -> None:
+    def __init__(self, backend: Backend, metrics: Metrics, pipeline: Any = None) -> None:
         self.backend = backend
         self.metrics = metrics
+        self.pipeline = pipeline  # guards.pipeline.GuardPipeline, or None when guards are off
 
     def check_model(self, model: str) -> None:
         served = self.backend.model_ids()
@@ -44,48 +63,75 @@ class CompletionService:
         if not self.backend.is_ready():
             raise UpstreamUnavailable("the model server is not ready; retry shortly", code="backend_not_ready")
 
-    async def complete(self, kind: Kind, req: ChatCompletionRequest | CompletionRequest, timing: Timing) -> dict[str, Any]:
+    async def begin(self, kind: Kind, req: Request, principal: Any, request_id: str) -> Any:
+        """Validate the model and run the prompt-side guards. Returns the guard context (or None)."""
         self.check_model(req.model)
         self._ensure_ready()
+        if self.pipeline is not None:
+            return await self.pipeline.begin(kind, req, principal, request_id)
+        if req.obliviate and req.obliviate.action:
+            if not principal.is_admin:
+                raise Forbidden("the 'obliviate.action' field needs the admin key", param="obliviate.action", code="admin_required")
+            if req.obliviate.action != "pass":
+                raise BadRequest("guards are disabled on this proxy", param="obliviate.action", code="guards_disabled")
+        return None
+
+    def headers(self, ctx: Any) -> dict[str, str]:
+        if ctx is None:
+            return {"x-obliviate-action": "pass"}
+        headers = {"x-obliviate-action": ctx.action_label}
+        if ctx.is_admin and ctx.matched:
+            headers["x-obliviate-matched"] = ctx.matched_header()
+        return headers
+
+    async def complete(self, kind: Kind, req: Request, timing: Timing, ctx: Any = None) -> dict[str, Any]:
+        pipeline = self.pipeline if ctx is not None else None
+        if pipeline is not None and pipeline.refuses(ctx):
+            return pipeline.refusal_body(kind, req)
+        body = req.upstream_body()
+        monitor = None
+        if pipeline is not None:
+            body = pipeline.upstream_body(kind, body, ctx)
+            monitor = pipeline.output_monitor(ctx)
         t0 = time.perf_counter()
         try:
-            return await self.backend.complete(kind, req.upstream_body())
+            result = await self.backend.complete(kind, body)
         finally:
             timing.upstream_s += time.perf_counter() - t0
+        if monitor is not None:
+            result = await asyncio.to_thread(pipeline.check_response, kind, result, monitor)
+        return result
 
     async def open_stream(
-        self, kind: Kind, req: ChatCompletionRequest | CompletionRequest, timing: Timing, route: str
+        self, kind: Kind, req: Request, timing: Timing, route: str, ctx: Any = None
     ) -> AsyncIterator[bytes]:
         """Start the upstream stream and wait for its first chunk; return the SSE byte stream."""
-        self.check_model(req.model)
-        self._ensure_ready()
-        chunks = self.backend.stream(kind, req.upstream_body())
-        t0 = time.perf_counter()
+        pipeline = self.pipeline if ctx is not None else None
+        if pipeline is not None and pipeline.refuses(ctx):
+            chunks: AsyncIterator[dict[str, Any]] = pipeline.refusal_stream(kind, req)
+        else:
+            body = req.upstream_body()
+            monitor = None
+            if pipeline is not None:
+                body = pipeline.upstream_body(kind, body, ctx)
+                monitor = pipeline.output_monitor(ctx)
+            chunks = timed(self.backend.stream(kind, body), timing)
+            if pipeline is not None:
+                chunks = pipeline.wrap_stream(kind, chunks, monitor)
         try:
             first: dict[str, Any] | None = await chunks.__anext__()
         except StopAsyncIteration:
             first = None
         except BaseException:
-            await chunks.aclose()
+            await chunks.aclose()  # type: ignore[attr-defined]
             raise
-        finally:
-            timing.upstream_s += time.perf_counter() - t0
-        return self._relay(first, chunks, timing, route)
+        return self._relay(first, chunks, route)
 
-    async def _relay(
-        self, first: dict[str, Any] | None, chunks: AsyncIterator[dict[str, Any]], timing: Timing, route: str
-    ) -> AsyncIterator[bytes]:
+    async def _relay(self, first: dict[str, Any] | None, chunks: AsyncIterator[dict[str, Any]], route: str) -> AsyncIterator[bytes]:
         try:
             if first is not None:
                 yield sse(first)
-                while True:
-                    t0 = time.perf_counter()
-                    try:
-                        chunk = await chunks.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    finally:
-                        timing.upstream_s += time.perf_counter() - t0
+                async for chunk in chunks:
                     yield sse(chunk)
             yield DONE
         except OpenAIError as exc:

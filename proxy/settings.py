@@ -70,6 +70,21 @@ class Settings(BaseSettings):
     index_embed_batch_size: int = Field(default=64, gt=0)
     index_preload_embedder: bool = True  # load the embedder at start-up when the forget set is not empty
 
+    # Guard pipeline (issue #4). Policy: caller key id (or "default") -> actions, combined with "+".
+    guard_enabled: bool = True
+    guard_policy: dict[str, str] = Field(default_factory=lambda: {"default": "rewrite+suppress"})
+    guard_semantic_threshold: float = Field(default=0.70, ge=-1.0, le=1.0)
+    guard_window_chars: int = Field(default=300, gt=0)  # prompt windows for the semantic lookup
+    guard_refusal: str = "I'm sorry, but I can't help with that: it is information I have been asked to forget."
+    guard_max_demos: int = Field(default=3, ge=0)
+    guard_suppress_max_sequences: int = Field(default=128, gt=0)
+    guard_suppress_max_tokens: int = Field(default=1024, gt=0)
+    output_guard: Literal["all", "matched", "off"] = "all"
+    output_guard_holdback_chars: int = Field(default=48, ge=0)
+    output_guard_semantic_threshold: float = Field(default=0.75, ge=-1.0, le=1.0)
+    output_guard_semantic_every_chars: int = Field(default=80, gt=0)
+    output_guard_overlap_threshold: float = Field(default=0.6, gt=0.0, le=1.0)
+
     # Logging.
     log_level: str = "INFO"
 

@@ -32,9 +32,11 @@ async def test_unknown_fields_are_forwarded_and_namespace_is_not(make_client) ->
     from proxy.backends.fake import FakeBackend
 
     backend = FakeBackend("fake-model")
-    client = await make_client(backend)
+    client = await make_client(backend, admin_key="adm")
     body = {**CHAT, "vllm_custom": {"a": 1}, "top_k": 5, "obliviate": {"action": "pass"}, "max_tokens": 3}
     r = await client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 403  # our namespace is for the admin key only
+    r = await client.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer adm"})
     assert r.status_code == 200
     kind, sent = backend.requests[-1]
     assert kind == "chat"

@@ -1,0 +1,57 @@
+"""What the guards decide, and the per-request context that keeps every decision for audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ACTIONS = ("refuse", "rewrite", "suppress", "contrastive")
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str  # "pass" | "match" | "leak"
+    guard: str
+    score: float = 0.0
+    matched_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EntryView:
+    """What the guards need of a forget-set entry. Sensitive: never logged, never sent to clients."""
+
+    id: str
+    aliases: tuple[str, ...]
+    question: str | None
+    answer: str | None
+    text: str
+    scope: tuple[str, ...] = ()  # client key ids it applies to; empty: everyone
+
+    def applies_to(self, key_id: str) -> bool:
+        return not self.scope or key_id in self.scope
+
+
+@dataclass
+class GuardContext:
+    request_id: str
+    key_id: str
+    is_admin: bool
+    kind: str
+    decisions: list[Decision] = field(default_factory=list)
+    matched: dict[str, float] = field(default_factory=dict)  # entry id -> best score
+    entries: dict[str, EntryView] = field(default_factory=dict)
+    actions: list[str] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)  # fields added to the upstream body
+
+    def add(self, decision: Decision, scores: dict[str, float] | None = None) -> None:
+        self.decisions.append(decision)
+        for entry_id, score in (scores or {}).items():
+            if score > self.matched.get(entry_id, float("-inf")):
+                self.matched[entry_id] = score
+
+    @property
+    def action_label(self) -> str:
+        return "+".join(self.actions) if self.actions else "pass"
+
+    def matched_header(self) -> str:
+        return ",".join(f"{i}:{s:.3f}" for i, s in sorted(self.matched.items(), key=lambda kv: -kv[1]))
