@@ -280,7 +280,9 @@ class ForgetIndex:
         changed = False
         vindex: VectorIndex | None = None
         try:
-            vindex, meta = VectorIndex.read_snapshot(cfg.snapshot_path, ivf_threshold=cfg.ivf_threshold, nprobe=cfg.nprobe)
+            vindex, meta = VectorIndex.read_snapshot(
+                cfg.snapshot_path, ivf_threshold=cfg.ivf_threshold, nprobe=cfg.nprobe
+            )
             if meta.get("embedder") != name or vindex.dim != dim or stale_vectors:
                 raise SnapshotError(f"snapshot is for embedder {meta.get('embedder')}")
             self._snapshot_version = int(meta.get("version", -1))
@@ -410,9 +412,10 @@ class ForgetIndex:
         new_entries: list[NewEntry] = []
         pos = 0
         for h, (e, cs) in unique.items():
-            new_entries.append(NewEntry(text=e.text or "", content_hash=h, chunks=cs, vectors=vectors[pos : pos + len(cs)],
-                                        question=e.question, answer=e.answer, aliases=e.aliases, tags=e.tags,
-                                        scope=e.scope))  # fmt: skip
+            new_entries.append(
+                NewEntry(text=e.text or "", content_hash=h, chunks=cs, vectors=vectors[pos : pos + len(cs)],
+                         question=e.question, answer=e.answer, aliases=e.aliases, tags=e.tags, scope=e.scope)
+            )  # fmt: skip
             pos += len(cs)
         by_hash: dict[str, AddResult] = {}
         with self._write_mutex:
@@ -537,7 +540,9 @@ class ForgetIndex:
     def get(self, entry_id: str) -> dict[str, Any] | None:
         return self.store.get_entry(entry_id)
 
-    def list(self, *, limit: int = 50, after: int = 0, tag: str | None = None, scope: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, *, limit: int = 50, after: int = 0, tag: str | None = None, scope: str | None = None
+    ) -> list[dict[str, Any]]:
         return self.store.list_entries(limit=limit, after=after, tag=tag, scope=scope)
 
     def audit(self, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:

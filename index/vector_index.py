@@ -39,7 +39,7 @@ def _faiss() -> Any:
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError("faiss is not installed: install the index extra (`pip install 'obliviate[index]'`)") from exc
+        raise RuntimeError("faiss is not installed: `pip install 'obliviate[index]'`") from exc
     return faiss
 
 

@@ -79,7 +79,12 @@ def _invalid(exc: Any, prefix: str = "") -> OpenAIError:
 
 
 async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+    from index.embedder import EmbedderUnavailable
+
+    try:
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+    except EmbedderUnavailable as exc:  # names the package to install; quotes no entry
+        raise IndexDisabled(f"the embedder is unavailable: {exc}", code="embedder_unavailable") from None
 
 
 def _to_entries(items: list[ForgetEntryIn]) -> list[Any]:

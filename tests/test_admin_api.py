@@ -106,8 +106,10 @@ async def test_list_of_entries_and_idempotent_repeat(admin: httpx.AsyncClient) -
 
 async def test_list_paginates_and_filters_by_tag_and_scope(admin: httpx.AsyncClient) -> None:
     scoped_key = "0123456789ab"
-    entries = [{"text": f"Fact number {i} about the fictional town of Brellow.", "tags": ["even" if i % 2 == 0 else "odd"]}
-               for i in range(5)]  # fmt: skip
+    entries = [
+        {"text": f"Fact number {i} about the fictional town of Brellow.", "tags": ["odd" if i % 2 else "even"]}
+        for i in range(5)
+    ]
     entries.append({"text": "A scoped fact about Brellow's mayor.", "scope": [scoped_key], "tags": ["odd"]})
     ids = (await admin.post("/admin/forget", json=entries)).json()["ids"]
     seen: list[str] = []
@@ -145,8 +147,9 @@ async def test_audit_records_who_when_id_and_hash_never_text(admin: httpx.AsyncC
 
 
 async def test_admin_auth(admin: httpx.AsyncClient, proxy: Proxy) -> None:
-    for method, path in [("GET", "/admin/forget"), ("POST", "/admin/forget"), ("GET", "/admin/audit"),
-                         ("POST", "/admin/forget/match"), ("DELETE", "/admin/forget/x"), ("GET", "/admin/index")]:  # fmt: skip
+    routes = [("GET", "/admin/forget"), ("POST", "/admin/forget"), ("GET", "/admin/audit"),
+              ("POST", "/admin/forget/match"), ("DELETE", "/admin/forget/x"), ("GET", "/admin/index")]  # fmt: skip
+    for method, path in routes:
         assert_error(await admin.request(method, path, headers={"Authorization": ""}), 401)
         assert_error(await admin.request(method, path, headers={"Authorization": f"Bearer {CLIENT_KEY}"}), 403)
         assert_error(await admin.request(method, path, headers={"Authorization": "Bearer wrong"}), 401)

@@ -29,7 +29,8 @@ def server(tmp_path: Path):
 
 def test_sigkill_during_concurrent_adds_loses_no_acknowledged_entry(server: ServerProcess) -> None:
     server.start()
-    warm = httpx.post(f"{server.url}/admin/forget", headers=ADMIN, json={"text": "Warm-up fact about Brellow."}, timeout=120)
+    warm_up = {"text": "Warm-up fact about Brellow."}
+    warm = httpx.post(f"{server.url}/admin/forget", headers=ADMIN, json=warm_up, timeout=120)
     assert warm.status_code == 201, warm.text  # loads the embedder before the burst
     acked: dict[str, str] = {warm.json()["ids"][0]: "Warm-up fact about Brellow."}
     lock = threading.Lock()

