@@ -112,9 +112,10 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
 
 
 def registrars() -> list[Registrar]:
+    from guards import cli as guard_cli
     from proxy import cli_forget
 
-    return [_register_core, cli_forget.register]
+    return [_register_core, cli_forget.register, guard_cli.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,59 @@
+"""Prompt guard recall and false-positive rate on TOFU (real embedder, FAISS, SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from guards.calibrate import calibrate, read_jsonl
+from proxy.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+DATA = Path(os.environ.get("OBLIVIATE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data") / "tofu" / "hf_format"
+if not DATA.is_dir():
+    pytest.skip(f"TOFU data not found at {DATA}", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    forget = read_jsonl(DATA / "forget10_perturbed.jsonl")  # forget10 + paraphrased questions
+    retain = {
+        "retain90": read_jsonl(DATA / "retain90.jsonl")[::9],  # 400 of 3600, every author represented
+        "real_authors": read_jsonl(DATA / "real_authors.jsonl"),
+        "world_facts": read_jsonl(DATA / "world_facts.jsonl"),
+    }
+    return calibrate(forget, retain, target_recall=0.95, configured=Settings().guard_semantic_threshold)
+
+
+def test_forget_questions_and_paraphrases_are_caught(report: dict) -> None:
+    assert report["forget_questions"] == 800  # 400 questions + 400 paraphrased questions
+    assert report["configured"]["recall"] >= 0.97
+
+
+def test_retain_real_authors_and_world_facts_pass(report: dict) -> None:
+    per_set = report["configured"]["per_retain_set"]
+    assert per_set["retain90"] <= 0.03
+    assert per_set["real_authors"] <= 0.02
+    assert per_set["world_facts"] <= 0.02
+
+
+def test_calibrated_threshold_meets_its_target(report: dict) -> None:
+    assert report["chosen"]["recall"] >= report["target_recall"]
+
+
+def test_calibrate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import main
+
+    out = tmp_path / "cal.json"
+    assert main(["guard", "calibrate", "--forget", str(DATA / "forget01.jsonl"), "--retain", str(DATA / "world_facts.jsonl"),
+                 "--target-recall", "0.9", "--out", str(out)]) == 0  # fmt: skip
+    saved = json.loads(out.read_text())
+    assert saved["forget_questions"] == 40 and saved["retain_questions"] == {"world_facts": 117}
+    assert saved["chosen"]["recall"] >= 0.9
+    assert "threshold" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["guard", "calibrate", "--forget", str(tmp_path / "missing.jsonl"), "--retain", str(out)])
