@@ -114,8 +114,9 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
 def registrars() -> list[Registrar]:
     from guards import cli as guard_cli
     from proxy import cli_forget
+    from unlearn import cli as unlearn_cli
 
-    return [_register_core, cli_forget.register, guard_cli.register]
+    return [_register_core, cli_forget.register, guard_cli.register, unlearn_cli.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,133 @@
+"""One small training loop for every method: AdamW, linear warm-up and decay, gradient accumulation,
+gradient clipping, a step or epoch budget, a progress bar. CPU first; CUDA when present."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from unlearn.config import TrainConfig
+from unlearn.methods.base import Method
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    examples: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)  # one record per optimizer step
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "steps_per_second": self.steps_per_second}
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
+    if config.max_steps is not None:
+        return config.max_steps
+    return max(1, math.ceil(config.epochs * batches_per_epoch / config.gradient_accumulation_steps))
+
+
+def linear_schedule(warmup_steps: int, steps: int) -> Callable[[int], float]:
+    """Linear warm-up to the full rate (its first step already > 0), then linear decay to 0 at ``steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (steps - step) / max(1, steps - warmup_steps))
+
+    return factor
+
+
+def _endless(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
+    for _epoch in itertools.count():
+        yield from loader
+
+
+def _to_device(batch: dict[str, dict[str, torch.Tensor]], device: torch.device) -> dict[str, dict[str, torch.Tensor]]:
+    return {name: {key: t.to(device) for key, t in tensors.items()} for name, tensors in batch.items()}
+
+
+def train(
+    model: torch.nn.Module,
+    method: Method,
+    dataset: torch.utils.data.Dataset,
+    collate_fn: Callable[[list[Any]], dict[str, dict[str, torch.Tensor]]],
+    config: TrainConfig,
+    reference: torch.nn.Module | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``method``'s loss; ``reference`` is the frozen starting model."""
+    from tqdm.auto import tqdm
+
+    seed_everything(config.seed)
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=True, collate_fn=collate_fn, generator=generator
+    )
+    steps = total_steps(config, len(loader))
+    method.attach(model, reference)
+    parameters = list(method.trainable_parameters(model))
+    if not parameters:
+        raise ValueError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(int(config.warmup_ratio * steps), steps))
+    logger.info("%s: %d optimizer steps of %d x %d examples on %s (%d trainable tensors)", method.name, steps,
+                config.batch_size, config.gradient_accumulation_steps, device, len(parameters))  # fmt: skip
+
+    model.train()
+    history: list[dict[str, float]] = []
+    batches = _endless(loader)
+    examples = 0
+    started = time.perf_counter()
+    with tqdm(total=steps, desc=method.name, unit="step", disable=not config.progress) as bar:
+        for step in range(steps):
+            sums: dict[str, float] = {}
+            for _ in range(config.gradient_accumulation_steps):
+                batch = _to_device(next(batches), device)
+                output = method.loss(model, batch)
+                (output.loss / config.gradient_accumulation_steps).backward()
+                examples += len(next(iter(batch.values()))["input_ids"])
+                for name, value in {"loss": output.loss.item(), **output.parts}.items():
+                    sums[name] = sums.get(name, 0.0) + value / config.gradient_accumulation_steps
+            if config.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            record = {"step": step + 1, "learning_rate": scheduler.get_last_lr()[0], **sums}
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if not all(math.isfinite(v) for v in sums.values()):
+                raise FloatingPointError(f"non-finite loss at step {step + 1}: {sums}")
+            history.append(record)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in sums.items()}, refresh=False)
+            bar.update()
+    model.eval()
+    result = TrainResult(steps=steps, examples=examples, seconds=time.perf_counter() - started, history=history)
+    logger.info("%s: %d steps in %.1f s (%.3f steps/s)", method.name, steps, result.seconds, result.steps_per_second)
+    return result
