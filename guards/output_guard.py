@@ -149,7 +149,10 @@ async def guard_stream(
                 st = states.setdefault(idx, _ChoiceState())
                 st.text += _choice_text(kind, choice)
                 finish = choice.get("finish_reason")
-                decision = await asyncio.to_thread(monitor.check, st.text, idx, bool(finish)) if monitor.config.full else monitor.check(st.text, idx, bool(finish))
+                if monitor.config.full:  # may embed a window: keep it off the event loop
+                    decision = await asyncio.to_thread(monitor.check, st.text, idx, bool(finish))
+                else:
+                    decision = monitor.check(st.text, idx, bool(finish))
                 if decision is not None:
                     monitor.ctx.decisions.append(decision)
                     for i, s in sorted(states.items()):
