@@ -58,7 +58,10 @@ async def _serve(request: Request, kind: str, req: ChatCompletionRequest | Compl
 async def health(request: Request) -> JSONResponse:
     backend = request.app.state.backend
     ready = backend.is_ready()
-    body = {"status": "ok" if ready else "unavailable", "uptime_s": round(time.time() - request.app.state.started_at, 1)}
+    body: dict = {"status": "ok" if ready else "unavailable", "uptime_s": round(time.time() - request.app.state.started_at, 1)}
+    index = request.app.state.index
+    if index is not None and getattr(index, "started", False):
+        body["forget_set_version"] = index.applied_version
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
