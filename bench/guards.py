@@ -1,0 +1,146 @@
+"""Guard benchmark: prompt-guard recall and false-positive rate on TOFU, and the proxy's own cost
+for pass-through vs matched requests, side by side with direct vLLM in one run.
+
+    .venv/bin/python bench/guards.py --out bench/results/guards.json
+
+Part 1 (no engine): for each forget split (forget01/05/10, with paraphrased questions), a fresh
+forget set holds the split; forget questions are positives, and retain90 (a stratified sample),
+real_authors and world_facts questions are negatives. Reported at the configured threshold and
+at the threshold calibrated for 95% recall.
+
+Part 2: ``obliviate serve`` (embedded vLLM, bundled model) with forget10 imported. The same
+non-matching questions (world facts) go directly to the engine and through the proxy
+(pass-through), and forget questions go through the proxy (matched: rewrite+suppress). For each,
+latency p50/p99 and the proxy's own overhead (``x-obliviate-overhead-ms``: time in the proxy,
+backend time excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# This file is named like the `guards` package: import the package, not this script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+
+from guards.calibrate import calibrate, read_jsonl  # noqa: E402
+from proxy.launcher import ProxyProcess  # noqa: E402
+from proxy.models import prepare_bundled_model  # noqa: E402
+from proxy.settings import DEFAULT_MODEL_ID, Settings, default_home  # noqa: E402
+
+DATA = Path(os.environ.get("OBLIVIATE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data") / "tofu" / "hf_format"
+ADMIN = "bench-admin"
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    k = (len(s) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def detection(retain_every: int) -> dict[str, Any]:
+    retain = {
+        "retain90": read_jsonl(DATA / "retain90.jsonl")[::retain_every],
+        "real_authors": read_jsonl(DATA / "real_authors.jsonl"),
+        "world_facts": read_jsonl(DATA / "world_facts.jsonl"),
+    }
+    out = {}
+    for split in ("forget01", "forget05", "forget10"):
+        t0 = time.perf_counter()
+        out[split] = calibrate(read_jsonl(DATA / f"{split}_perturbed.jsonl"), retain,
+                               target_recall=0.95, configured=Settings().guard_semantic_threshold)  # fmt: skip
+        out[split]["seconds"] = round(time.perf_counter() - t0, 1)
+        print(split, json.dumps(out[split]["configured"]), flush=True)
+    return out
+
+
+def run(url: str, questions: list[str], max_tokens: int, headers: dict[str, str]) -> dict[str, Any]:
+    lat, overhead, actions = [], [], {}
+    with httpx.Client(timeout=600, headers=headers) as client:
+        for q in questions:
+            body = {"model": DEFAULT_MODEL_ID, "messages": [{"role": "user", "content": q}],
+                    "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}  # fmt: skip
+            t0 = time.perf_counter()
+            r = client.post(f"{url}/chat/completions", json=body)
+            lat.append((time.perf_counter() - t0) * 1000)
+            r.raise_for_status()
+            if "x-obliviate-overhead-ms" in r.headers:
+                overhead.append(float(r.headers["x-obliviate-overhead-ms"]))
+            a = r.headers.get("x-obliviate-action", "direct")
+            actions[a] = actions.get(a, 0) + 1
+    row: dict[str, Any] = {"requests": len(lat), "latency_p50_ms": pct(lat, 0.5), "latency_p99_ms": pct(lat, 0.99),
+                           "latency_mean_ms": statistics.fmean(lat), "actions": actions}  # fmt: skip
+    if overhead:
+        row |= {"overhead_p50_ms": pct(overhead, 0.5), "overhead_p99_ms": pct(overhead, 0.99)}
+    return row
+
+
+def overhead(n: int, max_tokens: int) -> dict[str, Any]:
+    model = prepare_bundled_model(default_home() / "models" / DEFAULT_MODEL_ID)
+    forget = read_jsonl(DATA / "forget10.jsonl")
+    unrelated = [r["question"] for r in read_jsonl(DATA / "world_facts.jsonl")][:n]
+    matched = [r["question"] for r in forget][:: max(1, len(forget) // n)][:n]
+    with tempfile.TemporaryDirectory() as home:
+        proxy = ProxyProcess(["--model-path", str(model)], Path(home),
+                             env={"OBLIVIATE_ADMIN_KEY": ADMIN, "OBLIVIATE_API_KEYS": ""}).start()  # fmt: skip
+        try:
+            auth = {"Authorization": f"Bearer {ADMIN}"}
+            body = "\n".join(json.dumps({"question": r["question"], "answer": r["answer"]}) for r in forget)
+            r = httpx.post(f"{proxy.root_url}/admin/forget:import", content=body, headers=auth, timeout=600)
+            r.raise_for_status()
+            engine = proxy.engine_url()
+            run(engine, unrelated[:3], max_tokens, {})  # warm-up
+            run(proxy.base_url, unrelated[:3], max_tokens, {})
+            rows: dict[str, list[dict[str, Any]]] = {"direct": [], "proxy_pass": [], "proxy_matched": []}
+            for _ in range(2):  # interleaved rounds
+                rows["direct"].append(run(engine, unrelated, max_tokens, {}))
+                rows["proxy_pass"].append(run(proxy.base_url, unrelated, max_tokens, {}))
+                rows["proxy_matched"].append(run(proxy.base_url, matched, max_tokens, {}))
+        finally:
+            proxy.stop()
+    merged = {}
+    for name, rs in rows.items():
+        merged[name] = {k: statistics.fmean(r[k] for r in rs) for k in rs[0] if k != "actions"}
+        merged[name]["actions"] = rs[-1]["actions"]
+    merged["latency_p50_ratio_pass_vs_direct"] = merged["proxy_pass"]["latency_p50_ms"] / merged["direct"]["latency_p50_ms"]
+    return merged
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench/results/guards.json")
+    ap.add_argument("--requests", type=int, default=30)
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--retain-every", type=int, default=3, help="use every Nth retain90 question")
+    ap.add_argument("--skip-detection", action="store_true")
+    args = ap.parse_args()
+    result: dict[str, Any] = {
+        "benchmark": "guards: TOFU detection and proxy overhead",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "threshold": Settings().guard_semantic_threshold,
+        "policy": Settings().guard_policy,
+    }
+    if not args.skip_detection:
+        result["detection"] = detection(args.retain_every)
+    result["overhead"] = overhead(args.requests, args.max_tokens)
+    result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["overhead"], indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
