@@ -43,7 +43,7 @@ def parse_policy(policy: Mapping[str, str], *, contrastive_available: bool = Fal
         if "contrastive" in actions and not contrastive_available:
             raise ValueError(
                 f"guard policy for {scope!r} uses 'contrastive' but no assistant model is configured "
-                "(start with --assistant-base/--assistant-unlearned)"
+                "(start with --assistant-base/--assistant-unlearned, or --contrastive-mode uld --assistant)"
             )
         parsed[scope] = actions
     parsed.setdefault("default", ["rewrite", "suppress"])
@@ -197,6 +197,8 @@ class GuardPipeline:
     def upstream_body(self, kind: str, body: dict[str, Any], ctx: GuardContext) -> dict[str, Any]:
         if "rewrite" in ctx.actions:
             body = self.rewriter.transform_request(kind, body, ctx)
+        if "contrastive" in ctx.actions:  # executed by the engine plugin / the transformers backend
+            body = {**body, "vllm_xargs": {**(body.get("vllm_xargs") or {}), "obliviate_contrastive": 1}}
         if "suppress" in ctx.actions:
             spec = self.suppressor.logits_spec(ctx)
             if spec:

@@ -26,9 +26,11 @@ def build_pipeline(settings: Settings, index: Any, metrics: Metrics) -> Any:
     """The guard pipeline over the forget set, or None when guards or the index are off."""
     if index is None or not settings.guard_enabled:
         return None
+    from guards.assistant import ContrastiveConfig
     from guards.pipeline import GuardPipeline
 
-    return GuardPipeline(settings, index, metrics)
+    available = ContrastiveConfig.from_settings(settings) is not None
+    return GuardPipeline(settings, index, metrics, contrastive_available=available)
 
 
 def create_app(settings: Settings | None = None, *, backend: Backend | None = None, index: Any = None) -> FastAPI:

@@ -34,6 +34,11 @@ def _settings_from(args: argparse.Namespace) -> Settings:
         model_id=getattr(args, "model_id", None),
         model_path=getattr(args, "model_path", None),
         engine_extra_args=engine_args,
+        assistant_base=getattr(args, "assistant_base", None),
+        assistant_unlearned=getattr(args, "assistant_unlearned", None),
+        assistant_path=getattr(args, "assistant", None),
+        assistant_alpha=getattr(args, "alpha", None),
+        assistant_mode=getattr(args, "contrastive_mode", None),
     )
 
 
@@ -101,6 +106,13 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--model-id", help=f"served model id (default {DEFAULT_MODEL_ID})")
     serve.add_argument("--model-path", help="model folder to serve instead of the bundled model")
     serve.add_argument("--engine-arg", action="append", help="extra argument for the embedded vLLM (repeatable)")
+    contrast = serve.add_argument_group("contrastive decoding (guard action 'contrastive')")
+    contrast.add_argument("--contrastive-mode", choices=["offset", "uld"],
+                          help="offset: main + alpha*(unlearned - base) (default); uld: main - alpha*assistant")  # fmt: skip
+    contrast.add_argument("--assistant-base", help="offset: the assistant before unlearning")
+    contrast.add_argument("--assistant-unlearned", help="offset: the weight-unlearned assistant")
+    contrast.add_argument("--assistant", help="uld: the assistant that remembers the forget set")
+    contrast.add_argument("--alpha", type=float, help="fusion strength (default 1.0)")
     serve.set_defaults(func=cmd_serve)
 
     models = sub.add_parser("models", help="manage served models")

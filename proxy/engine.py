@@ -78,6 +78,7 @@ class EngineSupervisor:
         restart_backoff_s: float = 1.0,
         log_path: Path | None = None,
         on_health_change: Callable[[bool], None] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         self.served_model_name = served_model_name
@@ -91,6 +92,7 @@ class EngineSupervisor:
         self.restart_backoff_s = restart_backoff_s
         self.log_path = log_path
         self.on_health_change = on_health_change
+        self.extra_env = dict(extra_env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.healthy = False
         self.restarts = 0
@@ -153,7 +155,7 @@ class EngineSupervisor:
         logger.info("starting vLLM engine on port %d: %s", self.port, " ".join(self.command()))
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             self.command(),
-            env=engine_env(self.kv_cache_gib),
+            env={**engine_env(self.kv_cache_gib), **self.extra_env},
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             stdin=subprocess.DEVNULL,

@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     output_guard_semantic_every_chars: int = Field(default=80, gt=0)
     output_guard_overlap_threshold: float = Field(default=0.6, gt=0.0, le=1.0)
 
+    # Contrastive decoding (issue #5): offset needs base + unlearned; uld needs assistant_path.
+    assistant_mode: Literal["offset", "uld"] = "offset"
+    assistant_base: Path | None = None
+    assistant_unlearned: Path | None = None
+    assistant_path: Path | None = None  # uld: the model that remembers the forget set
+    assistant_alpha: float = 1.0
+    assistant_min_p: float | None = Field(default=0.1, ge=0.0, le=1.0)  # uld plausibility mask
+    assistant_top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+
     # Logging.
     log_level: str = "INFO"
 

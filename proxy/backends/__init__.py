@@ -18,9 +18,11 @@ def build_backend(settings: Settings, model_path: Path | None = None) -> Backend
 
         return FakeBackend(settings.model_id)
     if settings.backend == "transformers":
+        from guards.assistant import ContrastiveConfig
         from proxy.backends.transformers_backend import TransformersBackend
 
-        return TransformersBackend(path, settings.model_id, max_model_len=settings.engine_max_model_len)
+        return TransformersBackend(path, settings.model_id, max_model_len=settings.engine_max_model_len,
+                                   contrastive=ContrastiveConfig.from_settings(settings))  # fmt: skip
     if settings.upstream:
         from proxy.backends.openai_http import OpenAIHTTPBackend
 

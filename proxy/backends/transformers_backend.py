@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from guards.assistant import ContrastiveConfig, ContrastiveProcessor, request_alpha
 from guards.logit_math import ban_sequences
 from guards.suppression import tokenize_bad_words
 from proxy.backends.base import Backend, Kind
@@ -41,13 +42,18 @@ class _Step:
 class TransformersBackend(Backend):
     name = "transformers"
 
-    def __init__(self, model_path: Path, model_id: str, *, max_model_len: int = 4096, threads: int | None = None):
+    def __init__(
+        self, model_path: Path, model_id: str, *, max_model_len: int = 4096, threads: int | None = None,
+        contrastive: ContrastiveConfig | None = None,
+    ):  # fmt: skip
         self.model_path = Path(model_path)
         self.model_id = model_id
         self.max_model_len = max_model_len
         self.threads = threads
         self.model: Any = None
         self.tokenizer: Any = None
+        self.contrastive = contrastive
+        self.decoder: Any = None  # guards.assistant.ContrastiveDecoder when an assistant is configured
         self._lock = threading.Lock()
 
     async def start(self) -> None:
@@ -62,6 +68,11 @@ class TransformersBackend(Backend):
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
         self.model.eval()
+        if self.contrastive is not None:
+            from guards.assistant import ContrastiveDecoder, check_compatible
+
+            check_compatible(self.model_path, self.contrastive.paths)
+            self.decoder = ContrastiveDecoder(self.contrastive)
         logger.info("transformers backend loaded %s", self.model_path)
 
     async def stop(self) -> None:
@@ -117,12 +128,17 @@ class TransformersBackend(Backend):
         banned = tokenize_bad_words(
             body.get("bad_words") or [], lambda w: self.tokenizer.encode(w, add_special_tokens=False)
         )
+        routed, alpha = request_alpha(body.get("vllm_xargs"))
+        if routed and self.decoder is None:
+            raise BadRequest("contrastive decoding is not configured on this backend", param="vllm_xargs",
+                             code="contrastive_unavailable")  # fmt: skip
         eos = {self.tokenizer.eos_token_id, *(_list(self.model.generation_config.eos_token_id))} - {None}
 
         for index in range(int(body.get("n", 1))):
             ids = torch.tensor([prompt_ids])
             past = None
             out_ids: list[int] = []
+            contrast = ContrastiveProcessor(self.decoder, prompt_ids, alpha) if routed else None
             released = 0
             finish: str | None = None
             with torch.inference_mode():
@@ -133,6 +149,8 @@ class TransformersBackend(Backend):
                     past = out.past_key_values
                     logits = out.logits[0, -1].float()
                     logprobs = torch.log_softmax(logits, dim=-1)
+                    if contrast is not None:
+                        logits = contrast(out_ids, logits)
                     token = _pick(ban_sequences(out_ids, logits, banned), temperature, top_p, generator)
                     top = []
                     if want_top:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+from guards.assistant import ContrastiveConfig
 
 from proxy.backends.openai_http import OpenAIHTTPBackend
 from proxy.engine import EngineSupervisor
@@ -13,6 +16,12 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
     name = "vllm-embedded"
 
     def __init__(self, settings: Settings, model_path: Path) -> None:
+        self.model_path = Path(model_path)
+        self.contrastive = ContrastiveConfig.from_settings(settings)
+        extra_args, extra_env = list(settings.engine_extra_args), {}
+        if self.contrastive is not None:  # the plugin, on the V1 model runner (its processor interface)
+            extra_args += ["--logits-processors", "guards.vllm_plugin:ContrastiveLogitsProcessor"]
+            extra_env = {**self.contrastive.to_env(), "VLLM_USE_V2_MODEL_RUNNER": "0"}
         self.engine = EngineSupervisor(
             model_path,
             settings.model_id,
@@ -21,7 +30,8 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
             max_model_len=settings.engine_max_model_len,
             kv_cache_gib=settings.engine_kv_cache_gib,
             enforce_eager=settings.engine_enforce_eager,
-            extra_args=settings.engine_extra_args,
+            extra_args=extra_args,
+            extra_env=extra_env,
             startup_timeout_s=settings.engine_startup_timeout_s,
             restart_backoff_s=settings.engine_restart_backoff_s,
             log_path=settings.home / "logs" / "vllm-engine.log",
@@ -34,6 +44,10 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
         )
 
     async def start(self) -> None:
+        if self.contrastive is not None:  # a vocabulary mismatch fails here, before the engine starts
+            from guards.assistant import check_compatible
+
+            await asyncio.to_thread(check_compatible, self.model_path, self.contrastive.paths)
         await self.engine.start()
         await super().start()
 

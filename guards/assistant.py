@@ -1,0 +1,205 @@
+"""Assistant models for contrastive decoding: configuration, loading, per-sequence KV caches.
+
+One :class:`ContrastiveDecoder` serves both backends: the vLLM plugin (``guards.vllm_plugin``)
+and the transformers backend. Each decoded sequence owns a :class:`SequenceState` holding one KV
+cache per assistant; every step feeds only the tokens the assistants have not seen yet.
+
+The configuration travels to the vLLM engine process through the ``OBLIVIATE_ASSISTANT_*``
+environment variables (the same names as the proxy's settings).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from guards.fusion import offset_logits, uld_logits
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["offset", "uld"]
+# Per-request argument names (vLLM ``SamplingParams.extra_args`` / request ``vllm_xargs``).
+FLAG = "obliviate_contrastive"
+ALPHA = "obliviate_alpha"
+
+
+@dataclass(frozen=True)
+class ContrastiveConfig:
+    """offset: ``base`` and ``unlearned``; uld: ``assistant`` (a model that remembers the forget set)."""
+
+    mode: Mode = "offset"
+    alpha: float = 1.0
+    base: Path | None = None
+    unlearned: Path | None = None
+    assistant: Path | None = None
+    min_p: float | None = 0.1  # ULD plausibility mask on the main distribution
+    top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode == "offset" and (self.base is None or self.unlearned is None or self.assistant is not None):
+            raise ValueError("contrastive mode 'offset' needs --assistant-base and --assistant-unlearned (and no --assistant)")
+        if self.mode == "uld" and (self.assistant is None or self.base is not None or self.unlearned is not None):
+            raise ValueError("contrastive mode 'uld' needs --assistant only (the model that remembers the forget set)")
+        if self.mode not in ("offset", "uld"):
+            raise ValueError(f"unknown contrastive mode {self.mode!r}; choose offset or uld")
+
+    @property
+    def paths(self) -> list[Path]:
+        """Assistant folders in the order :meth:`ContrastiveDecoder.fuse` expects them."""
+        return [self.base, self.unlearned] if self.mode == "offset" else [self.assistant]  # type: ignore[list-item]
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ContrastiveConfig | None:
+        """None when no assistant is configured."""
+        if not (settings.assistant_base or settings.assistant_unlearned or settings.assistant_path):
+            return None
+        return cls(
+            mode=settings.assistant_mode, alpha=settings.assistant_alpha, base=settings.assistant_base,
+            unlearned=settings.assistant_unlearned, assistant=settings.assistant_path,
+            min_p=settings.assistant_min_p, top_p=settings.assistant_top_p,
+        )  # fmt: skip
+
+    def to_env(self) -> dict[str, str]:
+        env = {"OBLIVIATE_ASSISTANT_MODE": self.mode, "OBLIVIATE_ASSISTANT_ALPHA": repr(self.alpha)}
+        for name in ("base", "unlearned"):
+            if getattr(self, name) is not None:
+                env[f"OBLIVIATE_ASSISTANT_{name.upper()}"] = str(getattr(self, name))
+        if self.assistant is not None:
+            env["OBLIVIATE_ASSISTANT_PATH"] = str(self.assistant)
+        if self.min_p is not None:
+            env["OBLIVIATE_ASSISTANT_MIN_P"] = repr(self.min_p)
+        if self.top_p is not None:
+            env["OBLIVIATE_ASSISTANT_TOP_P"] = repr(self.top_p)
+        return env
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ContrastiveConfig | None:
+        env = os.environ if env is None else env
+
+        def path(name: str) -> Path | None:
+            value = env.get(f"OBLIVIATE_ASSISTANT_{name}")
+            return Path(value) if value else None
+
+        def number(name: str, default: float | None) -> float | None:
+            value = env.get(f"OBLIVIATE_ASSISTANT_{name}")
+            return float(value) if value else default
+
+        if not (path("BASE") or path("UNLEARNED") or path("PATH")):
+            return None
+        return cls(
+            mode=env.get("OBLIVIATE_ASSISTANT_MODE", "offset"),  # type: ignore[arg-type]
+            alpha=float(number("ALPHA", 1.0)),  # type: ignore[arg-type]
+            base=path("BASE"), unlearned=path("UNLEARNED"), assistant=path("PATH"),
+            min_p=number("MIN_P", None), top_p=number("TOP_P", None),
+        )  # fmt: skip
+
+
+def check_compatible(main_path: Path, assistant_paths: Sequence[Path]) -> None:
+    """Main and assistants must share tokenizer vocabulary and logits size, or fail at start-up."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    main_vocab = AutoTokenizer.from_pretrained(main_path).get_vocab()
+    main_size = AutoConfig.from_pretrained(main_path).vocab_size
+    for path in assistant_paths:
+        if not Path(path).is_dir():
+            raise ValueError(f"assistant model folder {path} does not exist")
+        vocab = AutoTokenizer.from_pretrained(path).get_vocab()
+        size = AutoConfig.from_pretrained(path).vocab_size
+        if vocab != main_vocab or size != main_size:
+            diff = len(set(vocab.items()) ^ set(main_vocab.items()))
+            raise ValueError(
+                f"assistant model {path} does not share the main model's vocabulary "
+                f"(vocab_size {size} vs {main_size}, {diff} differing token entries); "
+                "contrastive decoding needs the same tokenizer"
+            )
+
+
+@dataclass
+class SequenceState:
+    """One sequence's assistant KV caches and the tokens they have seen."""
+
+    caches: list[Any]
+    seen: list[int] = field(default_factory=list)
+    last: list[Any] | None = None  # each assistant's logits after the last seen token
+
+
+class ContrastiveDecoder:
+    """Loads the assistants (float32) and fuses their logits into the main model's."""
+
+    def __init__(self, config: ContrastiveConfig, device: Any = "cpu") -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.config = config
+        self.device = torch.device(device)
+        self.models = []
+        for path in config.paths:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device)
+            model.eval()
+            self.models.append(model)
+        self.vocab_size = int(self.models[0].config.vocab_size)
+        logger.info("contrastive decoding (%s, alpha=%s) with assistants %s", config.mode, config.alpha,
+                    ", ".join(str(p) for p in config.paths))  # fmt: skip
+
+    def new_state(self) -> SequenceState:
+        return SequenceState(caches=[None] * len(self.models))
+
+    def advance(self, state: SequenceState, tokens: Sequence[int]) -> list[Any]:
+        """Feed the tokens the assistants have not seen; return each assistant's next-token logits."""
+        import torch
+
+        n = len(state.seen)
+        if n and (len(tokens) < n or list(tokens[:n]) != state.seen):
+            state.caches, state.seen, state.last, n = [None] * len(self.models), [], None, 0  # diverged
+        new = list(tokens[n:])
+        if not new and state.last is not None:
+            return state.last
+        if not new:
+            raise ValueError("contrastive decoding needs at least one token")
+        ids = torch.tensor([new], device=self.device)
+        outs = []
+        with torch.inference_mode():
+            for i, model in enumerate(self.models):
+                out = model(input_ids=ids, past_key_values=state.caches[i], use_cache=True)
+                state.caches[i] = out.past_key_values
+                outs.append(out.logits[0, -1].float())
+        state.seen.extend(new)
+        state.last = outs
+        return outs
+
+    def fuse(self, main: Any, assistants: Sequence[Any], alpha: float | None = None) -> Any:
+        """Fuse one row of main logits with the assistants' logits (same vocabulary)."""
+        a = self.config.alpha if alpha is None else float(alpha)
+        assistants = [x.to(main.device, main.dtype) for x in assistants]
+        if self.config.mode == "offset":
+            return offset_logits(main, assistants[0], assistants[1], a)
+        return uld_logits(main, assistants[0], a, min_p=self.config.min_p, top_p=self.config.top_p)
+
+    def step(self, state: SequenceState, tokens: Sequence[int], main: Any, alpha: float | None = None) -> Any:
+        """``(token_ids, logits) -> logits`` for one sequence: advance the assistants, then fuse."""
+        return self.fuse(main, self.advance(state, tokens), alpha)
+
+
+def request_alpha(args: Mapping[str, Any] | None) -> tuple[bool, float | None]:
+    """(is this request routed to contrastive decoding, its alpha override) from ``vllm_xargs``."""
+    if not args or not args.get(FLAG):
+        return False, None
+    alpha = args.get(ALPHA)
+    return True, None if alpha is None else float(alpha)
+
+
+class ContrastiveProcessor:
+    """transformers-style adapter for one sequence: ``processor(output_ids, logits) -> logits``."""
+
+    def __init__(self, decoder: ContrastiveDecoder, prompt_ids: Sequence[int], alpha: float | None = None) -> None:
+        self.decoder = decoder
+        self.prompt_ids = list(prompt_ids)
+        self.alpha = alpha
+        self.state = decoder.new_state()
+
+    def __call__(self, output_ids: Sequence[int], logits: Any) -> Any:
+        return self.decoder.step(self.state, self.prompt_ids + list(output_ids), logits, self.alpha)
