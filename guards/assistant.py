@@ -148,14 +148,18 @@ class ContrastiveDecoder:
     def new_state(self) -> SequenceState:
         return SequenceState(caches=[None] * len(self.models))
 
+    def _sync(self, state: SequenceState, tokens: Sequence[int]) -> None:
+        """Start over when the sequence no longer extends what the assistants saw (e.g. preemption)."""
+        n = len(state.seen)
+        if n and (len(tokens) < n or list(tokens[:n]) != state.seen):
+            state.caches, state.seen, state.last = [None] * len(self.models), [], None
+
     def advance(self, state: SequenceState, tokens: Sequence[int]) -> list[Any]:
         """Feed the tokens the assistants have not seen; return each assistant's next-token logits."""
         import torch
 
-        n = len(state.seen)
-        if n and (len(tokens) < n or list(tokens[:n]) != state.seen):
-            state.caches, state.seen, state.last, n = [None] * len(self.models), [], None, 0  # diverged
-        new = list(tokens[n:])
+        self._sync(state, tokens)
+        new = list(tokens[len(state.seen) :])
         if not new and state.last is not None:
             return state.last
         if not new:
@@ -171,6 +175,58 @@ class ContrastiveDecoder:
         state.last = outs
         return outs
 
+    def advance_many(self, states: Sequence[SequenceState], token_lists: Sequence[Sequence[int]]) -> list[list[Any]]:
+        """:meth:`advance` for several sequences; those one token ahead of their cache (decode
+        steps) run as one left-padded batch per assistant, the others (prefills) one by one."""
+        results: list[list[Any] | None] = [None] * len(states)
+        decode = []
+        for j, (state, tokens) in enumerate(zip(states, token_lists)):
+            self._sync(state, tokens)
+            if state.seen and len(tokens) == len(state.seen) + 1:
+                decode.append(j)
+            else:
+                results[j] = self.advance(state, tokens)
+        if len(decode) == 1:
+            results[decode[0]] = self.advance(states[decode[0]], token_lists[decode[0]])
+        elif decode:
+            batch = self._decode_batch([states[j] for j in decode], [token_lists[j][-1] for j in decode])
+            for j, outs in zip(decode, batch):
+                results[j] = outs
+        return results  # type: ignore[return-value]
+
+    def _decode_batch(self, states: Sequence[SequenceState], new_tokens: Sequence[int]) -> list[list[Any]]:
+        import torch
+        from transformers import DynamicCache
+
+        lengths = [len(s.seen) for s in states]
+        longest = max(lengths)
+        ids = torch.tensor([[t] for t in new_tokens], device=self.device)
+        positions = torch.tensor([[n] for n in lengths], device=self.device)
+        mask = torch.zeros((len(states), longest + 1), dtype=torch.long, device=self.device)
+        for j, n in enumerate(lengths):
+            mask[j, longest - n :] = 1
+        per_model = []
+        with torch.inference_mode():
+            for i, model in enumerate(self.models):
+                cache = DynamicCache()
+                for layer in range(len(states[0].caches[i].layers)):
+                    keys = [s.caches[i].layers[layer].keys for s in states]
+                    values = [s.caches[i].layers[layer].values for s in states]
+                    cache.update(_left_pad(keys, longest), _left_pad(values, longest), layer)
+                out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+                for j, (state, n) in enumerate(zip(states, lengths)):
+                    own = DynamicCache()
+                    for layer, entry in enumerate(out.past_key_values.layers):
+                        own.update(entry.keys[j : j + 1, :, longest - n :], entry.values[j : j + 1, :, longest - n :], layer)
+                    state.caches[i] = own
+                per_model.append(out.logits[:, -1].float())
+        results = []
+        for j, (state, token) in enumerate(zip(states, new_tokens)):
+            state.seen.append(int(token))
+            state.last = [logits[j] for logits in per_model]
+            results.append(state.last)
+        return results
+
     def fuse(self, main: Any, assistants: Sequence[Any], alpha: float | None = None) -> Any:
         """Fuse one row of main logits with the assistants' logits (same vocabulary)."""
         a = self.config.alpha if alpha is None else float(alpha)
@@ -182,6 +238,17 @@ class ContrastiveDecoder:
     def step(self, state: SequenceState, tokens: Sequence[int], main: Any, alpha: float | None = None) -> Any:
         """``(token_ids, logits) -> logits`` for one sequence: advance the assistants, then fuse."""
         return self.fuse(main, self.advance(state, tokens), alpha)
+
+
+def _left_pad(tensors: Sequence[Any], length: int) -> Any:
+    """``[1, heads, n_j, dim]`` tensors -> ``[batch, heads, length, dim]``, zeros on the left."""
+    import torch
+
+    first = tensors[0]
+    out = first.new_zeros((len(tensors), first.shape[1], length, first.shape[3]))
+    for j, t in enumerate(tensors):
+        out[j, :, length - t.shape[2] :] = t[0]
+    return out
 
 
 def request_alpha(args: Mapping[str, Any] | None) -> tuple[bool, float | None]:

@@ -91,11 +91,11 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return logits
-        for index, req in self.active.items():
-            if index >= logits.shape[0]:
-                continue
-            tokens = req.prompt + [t for t in req.output if t >= 0]  # async scheduling placeholders are < 0
+        rows = [(i, r) for i, r in self.active.items() if i < logits.shape[0]]
+        # async scheduling appends placeholders (< 0) until the real token is known
+        tokens = [r.prompt + [t for t in r.output if t >= 0] for _, r in rows]
+        assistants = self.decoder.advance_many([r.state for _, r in rows], tokens)
+        for (index, req), outs in zip(rows, assistants):
             row = logits[index]
-            logits[index] = self.decoder.step(req.state, tokens, row, req.alpha).to(row.dtype)
+            logits[index] = self.decoder.fuse(row, outs, req.alpha).to(row.dtype)
         return logits
-

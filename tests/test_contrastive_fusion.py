@@ -69,3 +69,55 @@ def test_request_flag() -> None:
     assert request_alpha({"other": 1}) == (False, None)
     assert request_alpha({"obliviate_contrastive": 1}) == (True, None)
     assert request_alpha({"obliviate_contrastive": 1, "obliviate_alpha": "0.5"}) == (True, 0.5)
+
+
+def test_vocabulary_mismatch_is_a_clear_error(tmp_path: Path, model_path: Path) -> None:
+    import json
+    import shutil
+
+    from guards.assistant import check_compatible
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("config.json", "tokenizer_config.json", "tokenizer.json"):
+        shutil.copy(model_path / name, other / name)
+    check_compatible(model_path, [other])  # same tokenizer: fine
+    tok = json.loads((other / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    first, second = list(vocab)[100:102]
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ValueError, match="does not share the main model's vocabulary"):
+        check_compatible(model_path, [other])
+    with pytest.raises(ValueError, match="does not exist"):
+        check_compatible(model_path, [tmp_path / "missing"])
+
+
+def test_batched_decode_matches_one_by_one(tmp_path: Path) -> None:
+    """Sequences of different lengths decoded as one left-padded batch give each sequence's own logits."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from guards.assistant import ContrastiveDecoder
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+    for name in ("base", "unl"):
+        LlamaForCausalLM(config).save_pretrained(tmp_path / name)
+    decoder = ContrastiveDecoder(ContrastiveConfig(base=tmp_path / "base", unlearned=tmp_path / "unl"))
+    seqs = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10, 11]]
+    batched = [decoder.new_state() for _ in seqs]
+    single = [decoder.new_state() for _ in seqs]
+    decoder.advance_many(batched, seqs)  # prefills, one by one
+    for step in range(3):
+        seqs = [s + [20 + step + k] for k, s in enumerate(seqs)]
+        got = decoder.advance_many(batched, seqs)
+        for state, seq, outs in zip(single, seqs, got):
+            want = decoder.advance(state, seq)
+            for a, b in zip(outs, want):
+                assert torch.allclose(a, b, atol=1e-5)
+    assert [s.seen for s in batched] == seqs
+    # a sequence that diverged from what its cache saw starts over
+    fresh = decoder.advance_many([batched[0]], [[7, 7]])[0]
+    assert batched[0].seen == [7, 7]
+    assert torch.allclose(fresh[0], decoder.advance(decoder.new_state(), [7, 7])[0], atol=1e-5)
