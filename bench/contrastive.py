@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import sys
 import tempfile
@@ -77,7 +78,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "contrastive.json"))
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
+    load_before = os.getloadavg()
     main_path = prepare_bundled_model(default_home() / "models" / DEFAULT_MODEL_ID)
     with tempfile.TemporaryDirectory(prefix="bench-contrastive-") as tmp:
         unlearned = perturbed_copy(main_path, Path(tmp) / "perturbed")
@@ -111,7 +114,8 @@ def main() -> int:
                                       "ratio": fused / plain, "meets_target": fused / plain >= target}  # fmt: skip
     result = {
         "backend": args.backend,
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+                    "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]]},  # fmt: skip
         "workload": {"max_tokens": args.max_tokens, "ignore_eos": True, "greedy": True, "rounds": args.rounds,
                      "requests_per_load": "2 x concurrency"},  # fmt: skip
         "flops": {"main_params": main_params, "assistants": 2, "assistant_flops_over_main": assistant_share,

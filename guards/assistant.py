@@ -64,17 +64,20 @@ class ContrastiveConfig:
         )  # fmt: skip
 
     def to_env(self) -> dict[str, str]:
-        env = {"OBLIVIATE_ASSISTANT_MODE": self.mode, "OBLIVIATE_ASSISTANT_ALPHA": repr(self.alpha)}
-        for name in ("base", "unlearned"):
-            if getattr(self, name) is not None:
-                env[f"OBLIVIATE_ASSISTANT_{name.upper()}"] = str(getattr(self, name))
-        if self.assistant is not None:
-            env["OBLIVIATE_ASSISTANT_PATH"] = str(self.assistant)
-        if self.min_p is not None:
-            env["OBLIVIATE_ASSISTANT_MIN_P"] = repr(self.min_p)
-        if self.top_p is not None:
-            env["OBLIVIATE_ASSISTANT_TOP_P"] = repr(self.top_p)
-        return env
+        """Every variable is set (empty for None), so a stale one in the proxy's environment never leaks through."""
+
+        def text(value: Any) -> str:
+            return "" if value is None else str(value) if isinstance(value, Path) else repr(value)
+
+        return {
+            "OBLIVIATE_ASSISTANT_MODE": self.mode,
+            "OBLIVIATE_ASSISTANT_ALPHA": text(self.alpha),
+            "OBLIVIATE_ASSISTANT_BASE": text(self.base),
+            "OBLIVIATE_ASSISTANT_UNLEARNED": text(self.unlearned),
+            "OBLIVIATE_ASSISTANT_PATH": text(self.assistant),
+            "OBLIVIATE_ASSISTANT_MIN_P": text(self.min_p),
+            "OBLIVIATE_ASSISTANT_TOP_P": text(self.top_p),
+        }
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ContrastiveConfig | None:

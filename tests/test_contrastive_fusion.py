@@ -121,3 +121,23 @@ def test_batched_decode_matches_one_by_one(tmp_path: Path) -> None:
     fresh = decoder.advance_many([batched[0]], [[7, 7]])[0]
     assert batched[0].seen == [7, 7]
     assert torch.allclose(fresh[0], decoder.advance(decoder.new_state(), [7, 7])[0], atol=1e-5)
+
+
+def test_uld_decoder_subtracts_its_one_assistant(tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from guards.assistant import ContrastiveDecoder, ContrastiveProcessor
+
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "remembers")
+    model = LlamaForCausalLM.from_pretrained(tmp_path / "remembers").eval()
+    decoder = ContrastiveDecoder(ContrastiveConfig(mode="uld", assistant=tmp_path / "remembers", alpha=0.5, min_p=0.05))
+    processor = ContrastiveProcessor(decoder, [3, 4, 5], alpha=2.0)
+    main = torch.randn(40)
+    got = processor([6], main)
+    with torch.inference_mode():
+        assistant = model(torch.tensor([[3, 4, 5, 6]])).logits[0, -1]
+    assert torch.allclose(got, uld_logits(main, assistant, 2.0, min_p=0.05), atol=1e-5)  # the request's alpha wins
+    assert torch.isinf(got).any() and processor.state.seen == [3, 4, 5, 6]
