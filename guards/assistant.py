@@ -171,7 +171,7 @@ class ContrastiveDecoder:
         outs = []
         with torch.inference_mode():
             for i, model in enumerate(self.models):
-                out = model(input_ids=ids, past_key_values=state.caches[i], use_cache=True)
+                out = model(input_ids=ids, past_key_values=state.caches[i], use_cache=True, logits_to_keep=1)
                 state.caches[i] = out.past_key_values
                 outs.append(out.logits[0, -1].float())
         state.seen.extend(new)
