@@ -1,0 +1,90 @@
+"""One interface for every system under evaluation: local HF folders and OpenAI-compatible
+endpoints (the proxy in each mode).
+
+A system *generates* (greedy chat completions, for ROUGE and the attack suite) and, where it can,
+*scores* (teacher-forced log-probabilities of a given answer after a given conversation, for Prob,
+truth ratio, MIA, extraction strength and exact memorization). For the proxy, scoring goes through
+the same interventions as its generation (rewritten prompt, suppressed tokens, contrastive fusion);
+an item the system refuses is not scored (``ScoredAnswer.scored`` is False) and the metrics built
+on it are marked as not applicable in the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+Message = dict[str, str]  # {"role": ..., "content": ...}
+
+
+@dataclass(frozen=True)
+class ChatItem:
+    """One conversation to generate from (or to score an answer after)."""
+
+    messages: Sequence[Message]
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """Score ``answer`` as the assistant's reply to ``messages``."""
+
+    messages: Sequence[Message]
+    answer: str
+
+
+@dataclass
+class ScoredAnswer:
+    """Teacher-forced scores of one answer, one entry per answer token (the answer's tokens followed
+    by the end-of-turn token, as :func:`unlearn.data.encode_qa` labels them).
+
+    ``logprobs[i]``: log p(token i | conversation, tokens < i) under the system's final (intervened)
+    distribution; ``argmax[i]``: that distribution's most likely token; ``mu[i]``/``var[i]``: mean and
+    variance of log p under p (Min-K%++ inputs; empty when not asked for).
+    """
+
+    scored: bool
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    argmax: list[int] = field(default_factory=list)
+    mu: list[float] = field(default_factory=list)
+    var: list[float] = field(default_factory=list)
+    action: str = "pass"  # what the system did to this item: pass / refuse / rewrite / suppress / ...
+    reason: str | None = None  # why it was not scored
+
+    @property
+    def avg_loss(self) -> float | None:
+        """Mean answer-token NLL (open-unlearning's ``avg_loss``); None when not scored."""
+        if not self.scored or not self.logprobs:
+            return None
+        return -sum(self.logprobs) / len(self.logprobs)
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    action: str = "pass"  # the proxy's x-obliviate-action for this request; "pass" for HF folders
+
+
+@runtime_checkable
+class System(Protocol):
+    """What the runners (TOFU, MUSE, attacks) need from a system under test."""
+
+    name: str
+
+    def describe(self) -> dict[str, str]:
+        """How this system generates and scores (goes into the report verbatim)."""
+        ...
+
+    @property
+    def can_score(self) -> bool: ...
+
+    def generate(self, items: Sequence[ChatItem], *, max_tokens: int = 200) -> list[Generation]:
+        """Greedy (temperature 0) completions, in order."""
+        ...
+
+    def score(self, items: Sequence[ScoreItem], *, vocab_stats: bool = False) -> list[ScoredAnswer]:
+        """Teacher-forced answer scores, in order. Raises NotImplementedError when ``can_score`` is False."""
+        ...
+
+    def close(self) -> None: ...
