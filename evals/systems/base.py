@@ -64,6 +64,7 @@ class ScoredAnswer:
 class Generation:
     text: str
     action: str = "pass"  # the proxy's x-obliviate-action for this request; "pass" for HF folders
+    completion_tokens: int | None = None  # generated tokens (usage), when the system reports them
 
 
 @runtime_checkable
