@@ -16,7 +16,7 @@ export HF_DATASETS_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install serve test test-fast models bench clean
+.PHONY: install serve test test-fast models bench tofu-report clean
 
 install: $(STAMP)
 
@@ -47,6 +47,13 @@ test-fast: install
 
 bench: models
 	$(PY) bench/overhead.py --out bench/results/overhead.json
+
+# The TOFU side-by-side report (issue #6): PROFILE=full (the experiment) or quick (what CI runs).
+# Resumable: rerun the same command to continue an interrupted run.
+PROFILE ?= full
+REPORT_DIR ?= runs/tofu-report-$(PROFILE)
+tofu-report: models
+	$(VENV)/bin/obliviate tofu-report --profile $(PROFILE) --out $(REPORT_DIR)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

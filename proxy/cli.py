@@ -124,11 +124,12 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
 
 
 def registrars() -> list[Registrar]:
+    from evals import cli as evals_cli
     from guards import cli as guard_cli
     from proxy import cli_forget
     from unlearn import cli as unlearn_cli
 
-    return [_register_core, cli_forget.register, guard_cli.register, unlearn_cli.register]
+    return [_register_core, cli_forget.register, guard_cli.register, unlearn_cli.register, evals_cli.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,378 @@
+"""The TOFU side-by-side report, end to end and resumable (``make tofu-report``).
+
+Stages, each cached under the work folder (a stage whose record matches its configuration is not
+run again, so an interrupted run continues where it stopped and a long one can be completed over
+several sittings):
+
+1. ``data``: the training files (the target's and the retain model's QA data).
+2. ``target``: the bundled SmolLM2-135M-Instruct fine-tuned on TOFU ``full`` (the model that knows
+   the authors); ``retain``: the same fine-tuning on the retain split only (the reference for
+   forget quality).
+3. ``unlearn-<method>``: GA, GradDiff, NPO, SimNPO and RMU run on the target with the forget split.
+4. ``eval-<system>``: TOFU metrics, the attack suite and decoding throughput of each system: the
+   retain model (first: the others' forget quality needs its truth ratios), the target, each
+   weight-level method's output, and the proxy serving the target on the real embedded vLLM in
+   each mode (pass-through, refuse, rewrite, suppress, rewrite+suppress, contrastive against the
+   NPO model as the unlearned assistant), with the forget split as its forget set.
+5. ``report``: ``report/REPORT.md`` and the plots.
+
+The ``quick`` profile (what CI runs) uses forget01, small subsets and a few optimizer steps: it
+checks that every stage works, not what the methods achieve. ``full`` is the real experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STAGE_RECORD = "stage.json"
+RETAIN_SPLIT = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+HOLDOUT_SPLIT = {"forget01": "holdout01", "forget05": "holdout05", "forget10": "holdout10"}
+METHODS = ("ga", "graddiff", "npo", "simnpo", "rmu")
+# The proxy's actions on a match, one system each ("pass": the proxy with the guard's decisions
+# recorded but no action, i.e. the served target through the whole HTTP path).
+PROXY_POLICIES = ("pass", "refuse", "rewrite", "suppress", "rewrite+suppress", "contrastive")
+CONTRASTIVE_ASSISTANT = "npo"  # the weight-unlearned assistant of the contrastive mode
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    split: str  # the forget split (unlearned, evaluated, and the proxy's forget set)
+    retain_rows: int | None  # rows of the retain split to train on (None: all)
+    finetune_epochs: float
+    finetune_max_steps: int | None
+    unlearn_epochs: float
+    unlearn_max_steps: int | None
+    unlearn_forget_limit: int | None
+    eval_limit: int | None  # items per evaluation split
+    max_tokens: int  # TOFU generation length (open-unlearning: 200)
+    attack_limit: int | None
+    attack_max_tokens: int
+    throughput_items: int
+    throughput_max_tokens: int
+    methods: tuple[str, ...] = METHODS
+    policies: tuple[str, ...] = PROXY_POLICIES
+    batch_size: int = 4
+    grad_accum: int = 4
+
+    def config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    # Every stage on a small slice: minutes on a 2-core CPU. Checks the machinery, not the science.
+    "quick": Profile(
+        name="quick", split="forget01", retain_rows=40,
+        finetune_epochs=1.0, finetune_max_steps=4, unlearn_epochs=1.0, unlearn_max_steps=2,
+        unlearn_forget_limit=8, eval_limit=4, max_tokens=24, attack_limit=2, attack_max_tokens=24,
+        throughput_items=4, throughput_max_tokens=16, batch_size=4, grad_accum=1,
+    ),  # fmt: skip
+    # The experiment: TOFU full / retain90 fine-tuning (5 epochs, as TOFU's targets), forget10
+    # unlearning (open-unlearning's 10 epochs), the whole evaluation at 200 tokens.
+    "full": Profile(
+        name="full", split="forget10", retain_rows=None,
+        finetune_epochs=5.0, finetune_max_steps=None, unlearn_epochs=10.0, unlearn_max_steps=None,
+        unlearn_forget_limit=None, eval_limit=None, max_tokens=200, attack_limit=None, attack_max_tokens=128,
+        throughput_items=32, throughput_max_tokens=64,
+    ),  # fmt: skip
+}
+
+
+# data --------------------------------------------------------------------------------------------
+def data_dir() -> Path:
+    return Path(os.environ.get("OBLIVIATE_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
+
+
+def tofu_file(split: str) -> Path:
+    path = data_dir() / "tofu" / "hf_format" / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: TOFU data is read from ../shared/data (or $OBLIVIATE_DATA_DIR)")
+    return path
+
+
+def _rows(split: str, limit: int | None = None) -> list[str]:
+    lines = [line for line in tofu_file(split).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines[:limit] if limit is not None else lines
+
+
+# stage cache -------------------------------------------------------------------------------------
+def _digest(config: Any) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Stage:
+    name: str
+    folder: Path
+    config: dict[str, Any]
+
+    @property
+    def record_path(self) -> Path:
+        return self.folder / STAGE_RECORD
+
+    def record(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.record_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def done(self) -> bool:
+        record = self.record()
+        return record is not None and record.get("digest") == _digest(self.config)
+
+    def run(self, work: Callable[[Path], dict[str, Any] | None]) -> dict[str, Any]:
+        if self.done():
+            logger.info("stage %s: cached", self.name)
+            return self.record() or {}
+        if self.folder.exists():  # a stale or interrupted attempt
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        logger.info("stage %s: running", self.name)
+        start = time.monotonic()
+        extra = work(self.folder) or {}
+        record = {"stage": self.name, "digest": _digest(self.config), "config": self.config,
+                  "seconds": round(time.monotonic() - start, 1), **extra}  # fmt: skip
+        self.record_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        return record
+
+
+# the run -----------------------------------------------------------------------------------------
+class Run:
+    def __init__(self, out: Path, profile: Profile) -> None:
+        self.out = Path(out)
+        self.profile = profile
+        self.records: dict[str, dict[str, Any]] = {}
+        self.retain_split = RETAIN_SPLIT[profile.split]
+
+    def stage(self, name: str, folder: Path, config: dict[str, Any], work: Callable[[Path], dict[str, Any] | None]) -> Path:
+        self.records[name] = self._stage(name, folder, config).run(work)
+        return folder
+
+    def _stage(self, name: str, folder: Path, config: dict[str, Any]) -> Stage:
+        return Stage(name, folder, {"profile": self.profile.config(), **config})
+
+    def _eval_stage(self, name: str, config: dict[str, Any], retain_eval: Path | None) -> tuple[str, Path, dict[str, Any]]:
+        config = {"system": name, **config, "retain_eval": str(retain_eval) if retain_eval else None}
+        return f"eval-{name}", self.out / "evals" / name, config
+
+    # training -------------------------------------------------------------------------------------
+    def data(self) -> Path:
+        def work(folder: Path) -> dict[str, Any]:
+            retain = _rows(self.retain_split, self.profile.retain_rows)
+            forget = _rows(self.profile.split)
+            # full = retain + forget (TOFU's forget splits are the tail of full).
+            (folder / "target.jsonl").write_text("\n".join(retain + forget) + "\n", encoding="utf-8")
+            (folder / "retain.jsonl").write_text("\n".join(retain) + "\n", encoding="utf-8")
+            (folder / "forget.jsonl").write_text("\n".join(forget) + "\n", encoding="utf-8")
+            return {"rows": {"target": len(retain) + len(forget), "retain": len(retain), "forget": len(forget)}}
+
+        return self.stage("data", self.out / "data", {"split": self.profile.split, "retain_split": self.retain_split}, work)
+
+    def _train_config(self, epochs: float, max_steps: int | None) -> Any:
+        from unlearn.trainer import TrainConfig
+
+        return TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=self.profile.batch_size,
+                           gradient_accumulation_steps=self.profile.grad_accum, progress=False)  # fmt: skip
+
+    def finetuned(self, name: str, data_file: Path, base: Path) -> Path:
+        from unlearn import pipeline as train_pipeline
+
+        config = self._train_config(self.profile.finetune_epochs, self.profile.finetune_max_steps)
+
+        def work(folder: Path) -> dict[str, Any]:
+            result = train_pipeline.finetune(base, data_file, folder / "model", config)
+            return {"train": result.to_dict() | {"history": None}}
+
+        self.stage(name, self.out / "models" / name, {"data": str(data_file), "base": str(base),
+                                                       "train": dataclasses.asdict(config)}, work)  # fmt: skip
+        return self.out / "models" / name / "model"
+
+    def unlearned(self, method_name: str, target: Path, data: Path) -> Path:
+        from unlearn import pipeline as train_pipeline
+        from unlearn.methods import UNLEARNING_METHODS
+
+        config = self._train_config(self.profile.unlearn_epochs, self.profile.unlearn_max_steps)
+        limits = train_pipeline.DataLimits(forget=self.profile.unlearn_forget_limit)
+        name = f"unlearn-{method_name}"
+
+        def work(folder: Path) -> dict[str, Any]:
+            method = UNLEARNING_METHODS[method_name]()
+            retain = data / "retain.jsonl" if method.uses_retain else None
+            result = train_pipeline.unlearn(method, target, data / "forget.jsonl", retain, folder / "model", config,
+                                            None, limits)  # fmt: skip
+            return {"train": result.to_dict() | {"history": None}}
+
+        self.stage(name, self.out / "models" / method_name, {"target": str(target), "method": method_name,
+                   "train": dataclasses.asdict(config), "limits": dataclasses.asdict(limits)}, work)  # fmt: skip
+        return self.out / "models" / method_name / "model"
+
+    # evaluation -----------------------------------------------------------------------------------
+    def evaluate(self, name: str, system_factory: Callable[[], Any], config: dict[str, Any],
+                 retain_eval: Path | None, tokenizer_dir: Path) -> Path:  # fmt: skip
+        from evals import attacks, tofu_run
+        from evals.logs import read_eval
+        from evals.throughput import measure, write_throughput
+
+        p = self.profile
+
+        def work(folder: Path) -> dict[str, Any]:
+            system = system_factory()
+            try:
+                retain_logs = read_eval(retain_eval, "TOFU") if retain_eval is not None else None
+                results = tofu_run.run_tofu(system, p.split, limit=p.eval_limit, retain_logs=retain_logs,
+                                            max_tokens=p.max_tokens)  # fmt: skip
+                tofu_run.write_tofu(folder, results)
+                attack_result = attacks.run_attacks(system, p.split, limit=p.attack_limit, max_tokens=p.attack_max_tokens)
+                attacks.write_attacks(folder, attack_result)
+                write_throughput(folder, measure(system, p.split, items=p.throughput_items,
+                                                 max_tokens=p.throughput_max_tokens, tokenizer_dir=tokenizer_dir))  # fmt: skip
+            finally:
+                system.close()
+            return {}
+
+        stage_name, folder, stage_config = self._eval_stage(name, config, retain_eval)
+        return self.stage(stage_name, folder, stage_config, work)
+
+    def evaluate_folder(self, name: str, model: Path, retain_eval: Path | None) -> Path:
+        from evals.systems.hf import HFSystem
+
+        record = self.records.get(f"unlearn-{name}") or self.records.get(name) or {}
+        return self.evaluate(name, lambda: HFSystem(model, name=name), {"model": str(model), "trained": record.get("digest")},
+                             retain_eval, model)  # fmt: skip
+
+    def evaluate_proxy(self, target: Path, assistant: Path | None, forget_file: Path, retain_eval: Path) -> list[Path]:
+        names = {policy: f"proxy-{policy}" for policy in self.profile.policies}
+        target_digest = (self.records.get("target") or {}).get("digest")
+        configs = {policy: {"model": str(target), "trained": target_digest, "policy": policy,
+                            "assistant": str(assistant) if assistant else None} for policy in names}  # fmt: skip
+        stages = {policy: self._eval_stage(names[policy], configs[policy], retain_eval) for policy in names}
+        if all(self._stage(*stages[policy]).done() for policy in names):  # no need to start the proxy
+            return [self.evaluate(names[policy], _unreachable, configs[policy], retain_eval, target) for policy in names]
+        from evals.systems.endpoint import EndpointSystem
+
+        with served_proxy(self.out / "proxy", target, assistant, forget_file) as proxy:
+            return [
+                self.evaluate(names[policy], functools.partial(EndpointSystem, proxy.base_url, PROXY_MODEL_ID,
+                              api_key=proxy.admin_key, admin_key=proxy.admin_key, policy=policy, name=names[policy]),
+                              configs[policy], retain_eval, target)
+                for policy in names
+            ]  # fmt: skip
+
+    # the whole run --------------------------------------------------------------------------------
+    def __call__(self) -> Path:
+        from proxy.models import prepare_bundled_model
+        from proxy.settings import DEFAULT_MODEL_ID, default_home
+
+        started = time.monotonic()
+        bundled = prepare_bundled_model(default_home() / "models" / DEFAULT_MODEL_ID)
+        data = self.data()
+        target = self.finetuned("target", data / "target.jsonl", bundled)
+        retain = self.finetuned("retain", data / "retain.jsonl", bundled)
+        unlearned = {m: self.unlearned(m, target, data) for m in self.profile.methods}
+
+        retain_eval = self.evaluate_folder("retain", retain, None)
+        folders = [self.evaluate_folder("target", target, retain_eval)]
+        folders += [self.evaluate_folder(m, unlearned[m], retain_eval) for m in self.profile.methods]
+        assistant = unlearned.get(CONTRASTIVE_ASSISTANT)
+        folders += self.evaluate_proxy(target, assistant, data / "forget.jsonl", retain_eval)
+        folders.append(retain_eval)
+        return self.report(folders, time.monotonic() - started)
+
+    def report(self, folders: Sequence[Path], seconds: float) -> Path:
+        from evals.report import write_report
+
+        stage_seconds = sum(float(r.get("seconds", 0)) for r in self.records.values())
+        preamble = [
+            f"- profile: `{self.profile.name}` (forget split `{self.profile.split}`, retain split `{self.retain_split}`"
+            f"{'' if self.profile.retain_rows is None else f', first {self.profile.retain_rows} rows'};"
+            f" items per evaluation split: {self.profile.eval_limit or 'all'})",
+            f"- command: `obliviate tofu-report --profile {self.profile.name} --out {self.out}`"
+            f" (or `make tofu-report PROFILE={self.profile.name}`)",
+            f"- commit: `{_git_commit()}`",
+            f"- wall time: {stage_seconds / 60:.1f} min over all stages (this sitting: {seconds / 60:.1f} min);"
+            f" per stage in `*/stage.json`",
+            f"- machine: {os.cpu_count()} CPUs" + (", CUDA" if _has_cuda() else ", no GPU"),
+        ]  # fmt: skip
+        return write_report(folders, self.out / "report", title=f"TOFU report ({self.profile.name} profile)",
+                            preamble=preamble)  # fmt: skip
+
+
+def _unreachable() -> Any:
+    raise AssertionError("a cached stage does not open its system")
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+# the proxy under test ----------------------------------------------------------------------------
+PROXY_MODEL_ID = "tofu-target"
+
+
+class served_proxy:  # noqa: N801 - a context manager, used like a function
+    """``obliviate serve`` on the target (real embedded vLLM), the forget split as its forget set,
+    the NPO model as the contrastive assistant; stopped on exit."""
+
+    def __init__(self, home: Path, target: Path, assistant: Path | None, forget_file: Path) -> None:
+        from proxy.launcher import ProxyProcess
+
+        self.admin_key = "eval-admin-" + secrets.token_hex(8)
+        args = ["--model-path", str(target), "--model-id", PROXY_MODEL_ID]
+        if assistant is not None:
+            args += ["--assistant-base", str(target), "--assistant-unlearned", str(assistant), "--alpha", "1.0"]
+        if home.exists():
+            shutil.rmtree(home)
+        self.proxy = ProxyProcess(args, home, env={"OBLIVIATE_ADMIN_KEY": self.admin_key})
+        self.forget_file = forget_file
+
+    @property
+    def base_url(self) -> str:
+        return self.proxy.base_url
+
+    def __enter__(self) -> served_proxy:
+        import httpx
+
+        self.proxy.start()
+        response = httpx.post(f"{self.proxy.root_url}/admin/forget:import", content=self.forget_file.read_bytes(),
+                              headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=600)  # fmt: skip
+        if response.status_code not in (200, 201):
+            self.proxy.stop()
+            raise RuntimeError(f"importing the forget set failed: {response.status_code} {response.text[:500]}")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.proxy.stop()
+
+
+def run(out: Path, profile: Profile) -> Path:
+    return Run(out, profile)()

@@ -1,0 +1,68 @@
+"""Decoding throughput of a system under test, for the report's tokens/s column.
+
+The same greedy requests (the first forget questions) go to every system in one batch call of
+``System.generate``: HF folders decode them as one padded batch, endpoints as concurrent requests.
+Generated tokens are what the system reports (usage) or, failing that, the served model's tokenizer
+count of the returned text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from evals.systems.base import ChatItem, System
+
+PathLike = str | os.PathLike[str]
+
+
+def forget_questions(split: str, n: int) -> list[str]:
+    from evals.pipeline import tofu_file
+
+    questions = []
+    with tofu_file(split).open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                questions.append(json.loads(line)["question"])
+            if len(questions) >= n:
+                break
+    return questions
+
+
+def measure(system: System, split: str, *, items: int, max_tokens: int, tokenizer_dir: PathLike | None = None) -> dict[str, Any]:
+    questions = forget_questions(split, items)
+    chats = [ChatItem([{"role": "user", "content": q}]) for q in questions]
+    start = time.perf_counter()
+    generations = system.generate(chats, max_tokens=max_tokens)
+    seconds = time.perf_counter() - start
+    counts = [g.completion_tokens for g in generations]
+    if any(c is None for c in counts):
+        if tokenizer_dir is None:
+            raise ValueError("the system does not report token counts and no tokenizer was given")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        counts = [c if c is not None else len(tokenizer(g.text, add_special_tokens=False)["input_ids"])
+                  for c, g in zip(counts, generations, strict=True)]  # fmt: skip
+        source = "tokenizer count of the returned text"
+    else:
+        source = "the system's usage counts"
+    tokens = int(sum(counts))
+    return {
+        "requests": len(chats),
+        "max_tokens": max_tokens,
+        "generated_tokens": tokens,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": tokens / seconds if seconds > 0 else None,
+        "how": f"{len(chats)} greedy requests of at most {max_tokens} tokens in one generate() call; tokens from {source}",
+    }
+
+
+def write_throughput(out_dir: PathLike, result: dict[str, Any]) -> Path:
+    path = Path(out_dir) / "THROUGHPUT.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return path
