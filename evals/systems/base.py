@@ -20,17 +20,30 @@ Message = dict[str, str]  # {"role": ..., "content": ...}
 
 @dataclass(frozen=True)
 class ChatItem:
-    """One conversation to generate from (or to score an answer after)."""
+    """One conversation to generate from. With ``prompt`` set (and no messages) it is a plain-text
+    completion instead (no chat template; MUSE VerbMem continues raw text)."""
 
-    messages: Sequence[Message]
+    messages: Sequence[Message] = ()
+    prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.messages) == (self.prompt is not None):
+            raise ValueError("an item needs messages or a prompt (one of them)")
 
 
 @dataclass(frozen=True)
 class ScoreItem:
-    """Score ``answer`` as the assistant's reply to ``messages``."""
+    """Score ``answer`` as the assistant's reply to ``messages``, or, with ``prompt`` set (and no
+    messages), as the plain-text continuation of ``prompt`` (no chat template; the answer still ends
+    at the end-of-sequence token). MUSE PrivLeak scores raw text this way."""
 
-    messages: Sequence[Message]
-    answer: str
+    messages: Sequence[Message] = ()
+    answer: str = ""
+    prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.messages) == (self.prompt is not None):
+            raise ValueError("an item needs messages or a prompt (one of them)")
 
 
 @dataclass
