@@ -154,6 +154,10 @@ class GuardPipeline:
         forced = req.obliviate.action if req.obliviate and req.obliviate.action else None
         if forced is not None and not principal.is_admin:
             raise Forbidden("the 'obliviate.action' field needs the admin key", param="obliviate.action", code="admin_required")
+        override = req.obliviate.policy if req.obliviate else None
+        if override is not None and not principal.is_admin:
+            raise Forbidden("the 'obliviate.policy' field needs the admin key", param="obliviate.policy", code="admin_required")
+        when_matched = self.request_policy(override) if override is not None else None
         if not self.view.is_empty():
             texts = conversation_texts(kind, req)
             if texts:
@@ -161,16 +165,22 @@ class GuardPipeline:
         if forced is not None:
             ctx.actions = [] if forced == "pass" else [forced]
         elif ctx.matched:
-            ctx.actions = list(self.policy.get(ctx.key_id, self.policy["default"]))
+            ctx.actions = list(when_matched if when_matched is not None else self.policy.get(ctx.key_id, self.policy["default"]))
         if "contrastive" in ctx.actions and not self.contrastive_available:
-            raise BadRequest(
-                "contrastive decoding is not available: no assistant model is configured "
-                "(start the proxy with --assistant-base/--assistant-unlearned)",
-                param="obliviate.action", code="contrastive_unavailable",
-            )  # fmt: skip
+            raise _no_contrastive("obliviate.action")
         ctx.entries = self.view.entries(list(ctx.matched))
         self._record(ctx)
         return ctx
+
+    def request_policy(self, spec: str) -> list[str]:
+        """A request's ``obliviate.policy`` -> its actions (400 when invalid or not available here)."""
+        try:
+            actions = parse_policy({"obliviate.policy": spec}, contrastive_available=True)["obliviate.policy"]
+        except ValueError as exc:
+            raise BadRequest(str(exc), param="obliviate.policy", code="invalid_policy") from None
+        if "contrastive" in actions and not self.contrastive_available:
+            raise _no_contrastive("obliviate.policy")
+        return actions
 
     def _record(self, ctx: GuardContext) -> None:
         if ctx.matched:
@@ -251,3 +261,11 @@ class GuardPipeline:
         if self.metrics is not None:
             self.metrics.output_leaks.labels(decision.guard).inc()
             self.metrics.guard_decisions.labels(decision.guard, decision.verdict).inc()
+
+
+def _no_contrastive(param: str) -> BadRequest:
+    return BadRequest(
+        "contrastive decoding is not available: no assistant model is configured "
+        "(start the proxy with --assistant-base/--assistant-unlearned)",
+        param=param, code="contrastive_unavailable",
+    )  # fmt: skip

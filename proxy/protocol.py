@@ -16,7 +16,17 @@ class ObliviateOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Admin only. ``action``: apply this action whether or not the guard matches. ``policy``: the
+    # actions to apply *when the guard matches* ("refuse", "rewrite+suppress", "pass", ...),
+    # overriding the configured policy for this request.
     action: Literal["pass", "refuse", "rewrite", "suppress", "contrastive"] | None = None
+    policy: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ObliviateOptions:
+        if self.action is not None and self.policy is not None:
+            raise ValueError("set obliviate.action or obliviate.policy, not both")
+        return self
 
 
 class StreamOptions(BaseModel):

@@ -74,6 +74,10 @@ class CompletionService:
                 raise Forbidden("the 'obliviate.action' field needs the admin key", param="obliviate.action", code="admin_required")
             if req.obliviate.action != "pass":
                 raise BadRequest("guards are disabled on this proxy", param="obliviate.action", code="guards_disabled")
+        if req.obliviate and req.obliviate.policy is not None:
+            if not principal.is_admin:
+                raise Forbidden("the 'obliviate.policy' field needs the admin key", param="obliviate.policy", code="admin_required")
+            raise BadRequest("guards are disabled on this proxy", param="obliviate.policy", code="guards_disabled")
         return None
 
     def headers(self, ctx: Any) -> dict[str, str]:
