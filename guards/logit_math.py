@@ -39,3 +39,20 @@ def bias_tokens(logits: Any, bias: Mapping[int, float]) -> Any:
     for token, value in bias.items():
         out[int(token)] += float(value)
     return out
+
+
+def intervene(
+    token_ids: Sequence[int],
+    logits: Any,
+    *,
+    fuse: Any = None,
+    bias: Mapping[int, float] | None = None,
+    banned: Sequence[Sequence[int]] = (),
+) -> Any:
+    """One decoding step's interventions, in the one order every path applies them (the
+    transformers backend while generating, ``proxy.scoring`` while teacher-forcing): contrastive
+    fusion (``fuse(token_ids, logits)``, None when not routed), then ``logit_bias``, then banned
+    sequences. ``token_ids``: the tokens generated so far (not the prompt)."""
+    if fuse is not None:
+        logits = fuse(token_ids, logits)
+    return ban_sequences(token_ids, bias_tokens(logits, bias or {}), banned)

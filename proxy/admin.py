@@ -14,11 +14,12 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from proxy.auth import Principal, require_admin
-from proxy.body import read_body, read_json
+from proxy.body import parse_request, read_body, read_json
 from proxy.errors import BadRequest, NotFound, OpenAIError, PayloadTooLarge, validation_error
+from proxy.protocol import ChatMessage, ObliviateOptions
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,31 @@ class MatchRequest(BaseModel):
     top_k: int | None = Field(default=None, ge=1, le=100)
     key_id: str | None = None  # only entries that apply to this client key id
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+
+
+class ScoreItemIn(BaseModel):
+    """Score ``answer`` after ``messages`` (chat) or ``prompt`` (completions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
+    prompt: str | None = Field(default=None, min_length=1)
+    answer: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_conversation(self) -> ScoreItemIn:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("an item needs 'messages' or 'prompt' (one of them)")
+        return self
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    items: list[ScoreItemIn] = Field(min_length=1, max_length=MAX_LIST_ITEMS)
+    vocab_stats: bool = False
+    obliviate: ObliviateOptions | None = None
 
 
 def _index(request: Request) -> Any:
@@ -307,3 +333,15 @@ async def audit(
 async def index_status(request: Request) -> dict[str, Any]:
     """Store and index counts, versions, and whether they agree."""
     return {"object": "forget.index", **(await _run(_index(request).verify))}
+
+
+# -- teacher-forced scoring ------------------------------------------------------------------------
+
+
+@router.post("/score")
+async def score(request: Request, principal: Admin) -> dict[str, Any]:
+    """Log-probabilities of each item's answer under the same interventions as generation (the
+    guard pipeline runs per item, as for a chat or completion request). ``null`` stands for a
+    log-probability of minus infinity (a token the interventions forbid)."""
+    req = await parse_request(request, ScoreRequest)
+    return await request.app.state.scoring.score(req, principal, request.state.request_id)

@@ -16,6 +16,7 @@ from proxy.backends import Backend, build_backend
 from proxy.errors import install_error_handlers
 from proxy.metrics import Metrics, TimingMiddleware
 from proxy.routes import router
+from proxy.scoring import ScoreService
 from proxy.service import CompletionService
 from proxy.settings import Settings, load_settings
 
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.state.backend = chosen
     app.state.index = index
     app.state.service = CompletionService(chosen, metrics, build_pipeline(settings, index, metrics))
+    app.state.scoring = ScoreService(settings, chosen, app.state.service)
     app.state.started_at = int(time.time())
     install_error_handlers(app)
     app.include_router(router)

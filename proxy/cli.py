@@ -39,6 +39,7 @@ def _settings_from(args: argparse.Namespace) -> Settings:
         assistant_path=getattr(args, "assistant", None),
         assistant_alpha=getattr(args, "alpha", None),
         assistant_mode=getattr(args, "contrastive_mode", None),
+        score_model=getattr(args, "score_model", None),
     )
 
 
@@ -106,6 +107,7 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--model-id", help=f"served model id (default {DEFAULT_MODEL_ID})")
     serve.add_argument("--model-path", help="model folder to serve instead of the bundled model")
     serve.add_argument("--engine-arg", action="append", help="extra argument for the embedded vLLM (repeatable)")
+    serve.add_argument("--score-model", help="with --upstream: a local copy of the served model's folder, for /admin/score")
     contrast = serve.add_argument_group("contrastive decoding (guard action 'contrastive')")
     contrast.add_argument("--contrastive-mode", choices=["offset", "uld"],
                           help="offset: main + alpha*(unlearned - base) (default); uld: main - alpha*assistant")  # fmt: skip

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     model_id: str = DEFAULT_MODEL_ID
     model_path: Path | None = None
 
+    # Teacher-forced scoring (POST /admin/score) behind a remote --upstream: a local copy of the
+    # served model's folder. The embedded engine and the transformers backend use their own folder.
+    score_model: Path | None = None
+
     # Embedded vLLM engine.
     engine_port: int = 0  # 0: pick a free loopback port
     engine_dtype: str = "float32"

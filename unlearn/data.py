@@ -64,19 +64,30 @@ def read_qa_jsonl(path: str | os.PathLike[str], limit: int | None = None) -> lis
     return pairs
 
 
-def encode_qa(tokenizer: Any, pair: QAPair, max_length: int = DEFAULT_MAX_LENGTH) -> dict[str, torch.Tensor]:
-    """Token ids of the chat (question as user, answer as assistant) and answer-only labels."""
-    chat = [{"role": "user", "content": pair.question}, {"role": "assistant", "content": pair.answer}]
-    prompt_text = tokenizer.apply_chat_template(chat[:1], tokenize=False, add_generation_prompt=True)
+def encode_answer(tokenizer: Any, messages: list[dict[str, Any]], answer: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids) of ``answer`` as the assistant's reply to ``messages``: the prompt is
+    the chat template with the generation prompt; the answer's ids end at the end-of-turn token."""
+    chat = [*messages, {"role": "assistant", "content": answer}]
+    prompt_text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
     full_text = tokenizer.apply_chat_template(chat, tokenize=False)
     if not full_text.startswith(prompt_text):
         raise ValueError("the chat template renders the prompt differently with and without the answer")
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
+    return list(prompt_ids), end_at_eos(tokenizer, answer_ids)
+
+
+def end_at_eos(tokenizer: Any, answer_ids: list[int]) -> list[int]:
+    """End the answer at its end-of-turn token (what generation stops on), dropping what a template
+    puts after it; without one the EOS is appended, as open-unlearning does."""
     eos = tokenizer.eos_token_id
-    # End the answer at its end-of-turn token (what generation stops on), dropping the template's
-    # trailing newline; templates without one get the EOS appended, as open-unlearning does.
-    answer_ids = answer_ids[: answer_ids.index(eos) + 1] if eos in answer_ids else [*answer_ids, eos]
+    answer_ids = list(answer_ids)
+    return answer_ids[: answer_ids.index(eos) + 1] if eos in answer_ids else [*answer_ids, eos]
+
+
+def encode_qa(tokenizer: Any, pair: QAPair, max_length: int = DEFAULT_MAX_LENGTH) -> dict[str, torch.Tensor]:
+    """Token ids of the chat (question as user, answer as assistant) and answer-only labels."""
+    prompt_ids, answer_ids = encode_answer(tokenizer, [{"role": "user", "content": pair.question}], pair.answer)
     input_ids = (prompt_ids + answer_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
     if all(label == IGNORE_INDEX for label in labels[1:]):

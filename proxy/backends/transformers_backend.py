@@ -2,7 +2,8 @@
 
 A small decoding loop with a KV cache over ``AutoModelForCausalLM``: greedy or sampled
 (temperature, top-p, seed), ``n`` choices, stop strings, ``max_tokens``, logprobs, streaming, and
-vLLM's ``bad_words`` (the guards' logit suppression) through ``guards.logit_math``.
+vLLM's ``bad_words`` (the guards' logit suppression), ``logit_bias`` and contrastive fusion through
+``proxy.scoring.Interventions`` (the same chain ``/admin/score`` teacher-forces).
 Requests run one at a time on a worker thread; a client that goes away stops its generation.
 """
 
@@ -18,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guards.assistant import ContrastiveConfig, ContrastiveProcessor, request_alpha
-from guards.logit_math import ban_sequences
-from guards.suppression import tokenize_bad_words
+from guards.assistant import ContrastiveConfig, ContrastiveProcessor
 from proxy.backends.base import Backend, Kind
 from proxy.errors import BadRequest, UpstreamUnavailable
+from proxy.scoring import AnswerScorer, Interventions, content_text
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class TransformersBackend(Backend):
         self.contrastive = contrastive
         self.decoder: Any = None  # guards.assistant.ContrastiveDecoder when an assistant is configured
         self._lock = threading.Lock()
+        self._scorer: AnswerScorer | None = None
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load)
@@ -84,11 +85,19 @@ class TransformersBackend(Backend):
     def model_ids(self) -> list[str]:
         return [self.model_id]
 
+    def scorer(self) -> AnswerScorer:
+        """Teacher-forced scoring with this backend's own model and assistants (sharing its lock)."""
+        if self.model is None:
+            raise UpstreamUnavailable("transformers backend is not loaded", code="backend_unavailable")
+        if self._scorer is None or self._scorer.model is not self.model:
+            self._scorer = AnswerScorer(self.model, self.tokenizer, self.decoder, lock=self._lock)
+        return self._scorer
+
     # prompt handling -------------------------------------------------------------------------
     def _prompt_ids(self, kind: Kind, body: dict[str, Any]) -> list[int]:
         if kind == "chat":
             messages = [
-                {"role": m["role"], "content": _content_text(m.get("content"))} for m in body["messages"]
+                {"role": m["role"], "content": content_text(m.get("content"))} for m in body["messages"]
             ]
             enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
             ids = enc["input_ids"] if isinstance(enc, dict) or hasattr(enc, "keys") else enc
@@ -125,11 +134,8 @@ class TransformersBackend(Backend):
         hold = max((len(s) for s in stops), default=1) - 1
         want_top = _top_logprobs(kind, body)
         generator = torch.Generator().manual_seed(int(body["seed"])) if body.get("seed") is not None else None
-        banned = tokenize_bad_words(
-            body.get("bad_words") or [], lambda w: self.tokenizer.encode(w, add_special_tokens=False)
-        )
-        routed, alpha = request_alpha(body.get("vllm_xargs"))
-        if routed and self.decoder is None:
+        iv = Interventions.from_body(body, self.tokenizer, int(self.model.config.vocab_size))
+        if iv.contrastive and self.decoder is None:
             raise BadRequest("contrastive decoding is not configured on this backend", param="vllm_xargs",
                              code="contrastive_unavailable")  # fmt: skip
         eos = {self.tokenizer.eos_token_id, *(_list(self.model.generation_config.eos_token_id))} - {None}
@@ -138,7 +144,7 @@ class TransformersBackend(Backend):
             ids = torch.tensor([prompt_ids])
             past = None
             out_ids: list[int] = []
-            contrast = ContrastiveProcessor(self.decoder, prompt_ids, alpha) if routed else None
+            contrast = ContrastiveProcessor(self.decoder, prompt_ids, iv.alpha) if iv.contrastive else None
             released = 0
             finish: str | None = None
             with torch.inference_mode():
@@ -149,9 +155,7 @@ class TransformersBackend(Backend):
                     past = out.past_key_values
                     logits = out.logits[0, -1].float()
                     logprobs = torch.log_softmax(logits, dim=-1)
-                    if contrast is not None:
-                        logits = contrast(out_ids, logits)
-                    token = _pick(ban_sequences(out_ids, logits, banned), temperature, top_p, generator)
+                    token = _pick(iv.step(out_ids, logits, contrast), temperature, top_p, generator)
                     top = []
                     if want_top:
                         vals, idx = torch.topk(logprobs, want_top)
@@ -275,14 +279,6 @@ class TransformersBackend(Backend):
                 yield {**chunk([]), "usage": self._usage(prompt_tokens, completion_tokens)}
         finally:
             cancel.set()  # the worker stops at its next token; it reports nothing more
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
 
 
 def _list(value: Any) -> list[Any]:
