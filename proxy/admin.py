@@ -73,7 +73,7 @@ class ScoreItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
-    prompt: str | None = Field(default=None, min_length=1)
+    prompt: str | None = None  # may be empty: the answer is then scored as a whole text
     answer: str = Field(min_length=1)
 
     @model_validator(mode="after")

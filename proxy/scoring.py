@@ -153,11 +153,23 @@ class AnswerScorer:
         return encode_answer(self.tokenizer, plain_messages(messages), answer)
 
     def encode_completion(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
-        """(prompt ids, answer ids) for the completions API: the raw prompt, then the answer ending at EOS."""
+        """(prompt ids, answer ids) for the completions API: the raw prompt, then the answer ending at
+        EOS. An empty prompt (scoring a whole text) becomes the BOS token (EOS without one)."""
         from unlearn.data import end_at_eos
 
-        prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        return list(prompt_ids), end_at_eos(self.tokenizer, self.tokenizer(answer, add_special_tokens=False)["input_ids"])
+        return self.encode_prompt(prompt=prompt), end_at_eos(self.tokenizer, self.tokenizer(answer, add_special_tokens=False)["input_ids"])
+
+    def encode_prompt(self, messages: Sequence[Mapping[str, Any]] | None = None, prompt: str | None = None) -> list[int]:
+        """The ids a reply (or a continuation of ``prompt``) is generated after, as :meth:`encode_chat`
+        and :meth:`encode_completion` put them before the answer."""
+        if messages:
+            text = self.tokenizer.apply_chat_template(plain_messages(messages), tokenize=False, add_generation_prompt=True)
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids = list(self.tokenizer(prompt or "", add_special_tokens=False)["input_ids"])
+        if not ids:
+            start = self.tokenizer.bos_token_id
+            ids = [start if start is not None else self.tokenizer.eos_token_id]
+        return ids
 
     def encode_body(self, kind: str, body: Mapping[str, Any], answer: str) -> tuple[list[int], list[int]]:
         """Encode an upstream body's conversation (``messages`` or a string ``prompt``) and the answer."""

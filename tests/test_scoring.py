@@ -259,3 +259,22 @@ async def _score_per_item(client: httpx.AsyncClient) -> None:
     assert other["logprobs"] == pytest.approx(unmatched["logprobs"], abs=1e-4)
     r = await client.post("/admin/score", json={"model": "fake-model", "items": [name_item]}, headers=CLIENT)
     assert r.status_code == 403
+
+
+@pytest.mark.integration
+def test_hf_system_generates_greedily_in_batches_and_scores_plainly(model_path: Path, scorer) -> None:
+    from evals.systems.base import ChatItem, ScoreItem, System
+    from evals.systems.hf import HFSystem
+    from tests.contrastive_models import PROMPTS, greedy_chat
+
+    system = HFSystem(model_path, batch_size=2)
+    assert isinstance(system, System) and system.can_score and "no interventions" in system.describe()["score"]
+    prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[5]]  # different lengths: left padding within a batch
+    got = system.generate([ChatItem([{"role": "user", "content": p}]) for p in prompts], max_tokens=8)
+    assert [g.text for g in got] == greedy_chat(model_path, prompts, 8)
+    assert all(0 < g.completion_tokens <= 8 for g in got)
+    scored = system.score([ScoreItem(QUESTION, ANSWER), ScoreItem(answer="Paris is in France.", prompt="")], vocab_stats=True)
+    want = scorer.score(*scorer.encode_chat(QUESTION, ANSWER))
+    assert scored[0].logprobs == pytest.approx(want.logprobs, abs=1e-4) and len(scored[0].mu) == len(want.tokens)
+    assert scored[1].scored and scored[1].tokens[-1] == scorer.tokenizer.eos_token_id
+    system.close()
