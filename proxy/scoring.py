@@ -222,22 +222,24 @@ class AnswerScorer:
         import torch
 
         seqs = [[*p, *a] for p, a, _ in jobs]
-        main = _forward(self.model, seqs)
+        # Only the positions that predict answer tokens need logits (the vocabulary is large).
+        first = min(len(p) - 1 for p, _, _ in jobs)
+        main = _forward(self.model, seqs, first)
         routed = [i for i, (_, _, iv) in enumerate(jobs) if iv.contrastive]
         helpers: dict[int, list[Any]] = {}
         if routed:
-            per_model = [_forward(m, [seqs[i] for i in routed]) for m in self.decoder.models]
+            per_model = [_forward(m, [seqs[i] for i in routed], first) for m in self.decoder.models]
             helpers = {i: [rows[k] for rows in per_model] for k, i in enumerate(routed)}
         results = []
         for i, (prompt_ids, answer_ids, iv) in enumerate(jobs):
             n, answer = len(prompt_ids), list(answer_ids)
             rows = []
             for j in range(len(answer)):  # the logits at position n-1+j predict answer[j]
+                at = n - 1 + j - first
                 fuse = None
                 if iv.contrastive:
-                    parts = [h[n - 1 + j] for h in helpers[i]]
-                    fuse = _Fuse(self.decoder, parts, iv.alpha)
-                rows.append(iv.step(answer[:j], main[i][n - 1 + j], fuse))
+                    fuse = _Fuse(self.decoder, [h[at] for h in helpers[i]], iv.alpha)
+                rows.append(iv.step(answer[:j], main[i][at], fuse))
             logp = torch.log_softmax(torch.stack(rows), dim=-1)
             target = torch.tensor(answer)
             scored = ScoredAnswer(
@@ -263,8 +265,9 @@ class _Fuse:
         return self.decoder.fuse(logits, self.assistants, self.alpha)
 
 
-def _forward(model: Any, seqs: Sequence[Sequence[int]]) -> list[Any]:
-    """One right-padded forward pass; each sequence's logits ``[len, vocab]`` (float32)."""
+def _forward(model: Any, seqs: Sequence[Sequence[int]], first: int = 0) -> list[Any]:
+    """One right-padded forward pass; each sequence's logits from position ``first`` on
+    (``[len - first, vocab]``, float32)."""
     import torch
 
     longest = max(len(s) for s in seqs)
@@ -275,8 +278,8 @@ def _forward(model: Any, seqs: Sequence[Sequence[int]]) -> list[Any]:
         mask[b, : len(s)] = 1
     with torch.inference_mode():
         kwargs = {} if bool(mask.all()) else {"attention_mask": mask}
-        logits = model(input_ids=ids, **kwargs).logits.float()
-    return [logits[b, : len(s)] for b, s in enumerate(seqs)]
+        logits = model(input_ids=ids, logits_to_keep=torch.arange(first, longest), **kwargs).logits.float()
+    return [logits[b, : len(s) - first] for b, s in enumerate(seqs)]
 
 
 def vocab_moments(logp: Any) -> tuple[Any, Any]:

@@ -139,11 +139,14 @@ def test_greedy_generation_with_bad_words_is_the_scored_argmax(model_path: Path)
         return [s.token_id for s in backend._run("chat", body, threading.Event())]
 
     base = {"model": "m", "messages": QUESTION, "max_tokens": 12, "temperature": 0}
-    body = {**base, "bad_words": ["Paris"]}
+    plain = generate(base)
+    assert generate({**base, "bad_words": ["Paris"]}) != plain  # "... is Paris." without the name
+    body = {**base, "bad_words": ["Paris"], "logit_bias": {str(plain[0]): -100}}
     tokens = generate(body)
-    assert tokens != generate(base)  # the suppression changed the greedy reply
+    assert tokens[0] != plain[0]  # the bias changed the greedy reply
     iv = Interventions.from_body(body, backend.tokenizer, backend.model.config.vocab_size)
-    assert iv.banned
+    assert iv.banned and iv.bias
+    assert not any(list(seq) == tokens[k : k + len(seq)] for seq in iv.banned for k in range(len(tokens)))
     scored = backend.scorer().score_many([(backend._prompt_ids("chat", body), tokens, iv)])[0]
     assert scored.argmax == tokens
     assert all(math.isfinite(lp) for lp in scored.logprobs)
