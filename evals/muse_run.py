@@ -119,7 +119,6 @@ def run_muse_news(
             notes.append("privleak: relative to the retrained model's mia_min_k AUC")
         else:
             results["privleak"] = {"agg_value": None, "auc": auc, "not_applicable": NO_RETRAIN}
-            notes.append(f"privleak: {NO_RETRAIN}")
     else:
         for name in (*MIA_ATTACKS, "privleak"):
             na[name] = CANNOT_SCORE

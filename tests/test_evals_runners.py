@@ -401,3 +401,33 @@ def test_run_tofu_on_the_bundled_model(model_path: Path, tmp_path: Path) -> None
     assert set(logs.read_summary(tmp_path, "TOFU")) == supported(logs.read_summary(DATA / REF_TOFU, "TOFU")) - {
         "forget_quality"
     }
+
+
+@pytest.mark.integration
+def test_endpoint_scores_like_the_model_folder(model_path: Path, tmp_path: Path) -> None:
+    """/admin/score through EndpointSystem (fake generation backend, the bundled model as the scoring
+    copy, nothing in the forget set) gives the model folder's own scores."""
+    hf = pytest.importorskip("evals.systems.hf")
+    from starlette.testclient import TestClient
+
+    from evals.systems.endpoint import EndpointSystem
+    from proxy.app import create_app
+    from proxy.backends.fake import FakeBackend
+    from proxy.settings import Settings
+
+    items = [ScoreItem([{"role": "user", "content": "Who wrote Hamlet?"}], "William Shakespeare"),
+             ScoreItem(prompt="The cat", answer=" sat on the mat")]  # fmt: skip
+    settings = Settings(home=tmp_path, backend="fake", model_id="fake-model", admin_key="adm", score_model=model_path)
+    with TestClient(create_app(settings, backend=FakeBackend("fake-model")), base_url="http://proxy") as client:
+        system = EndpointSystem("http://proxy/v1", "fake-model", admin_key="adm", http_client=client)
+        got = system.score(items, vocab_stats=True)
+        system.close()
+    local = hf.HFSystem(model_path)
+    try:
+        want = local.score(items, vocab_stats=True)
+    finally:
+        local.close()
+    for g, w in zip(got, want):
+        assert g.scored and g.action == "pass"
+        assert g.tokens == w.tokens and g.argmax == w.argmax and len(g.mu) == len(g.tokens)
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)

@@ -90,7 +90,7 @@ class EndpointSystem:
         self._own_http = http_client is None
         self._http = http_client or httpx.Client(timeout=timeout)
         self._client = OpenAI(base_url=self.base_url, api_key=gen_key or "none", http_client=self._http,
-                              timeout=timeout, max_retries=0)  # fmt: skip
+                              timeout=timeout, max_retries=2)  # fmt: skip
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="endpoint")
 
     @property
