@@ -11,9 +11,11 @@
   no value: ``mia_min_k`` holds the raw AUC and the result says so. ``mia_loss``, ``mia_zlib`` and
   ``mia_min_k_plus_plus`` come from the same scores.
 
-Raw text is scored as the continuation of its first word (a system scores an answer after a
-non-empty prompt; open-unlearning does not score the first token either). The system appends an
-end-of-sequence token to a scored answer, which the raw-text MIA scores leave out.
+Raw text is scored whole, as the answer to an empty plain-text prompt (the system starts it from
+its BOS token, as open-unlearning's pretraining-style scoring does). The system appends an
+end-of-sequence token to a scored answer, which the raw-text MIA scores leave out. open-unlearning
+truncates these texts to 2048 tokens; they are about 2000 of the bundled model's tokens and are not
+truncated here.
 """
 
 from __future__ import annotations
@@ -58,11 +60,10 @@ def knowmem_messages(demos: Sequence[Mapping[str, str]], question: str) -> list[
 
 
 def raw_text_item(text: str) -> ScoreItem:
-    """Score ``text`` as the plain-text continuation of its first word."""
-    head, sep, rest = text.partition(" ")
-    if not sep or not rest:
-        raise ValueError("raw text to score needs at least two words")
-    return ScoreItem(prompt=head, answer=" " + rest)
+    """Score the whole of ``text`` (an empty plain-text prompt)."""
+    if not text:
+        raise ValueError("no text to score")
+    return ScoreItem(prompt="", answer=text)
 
 
 def run_muse_news(

@@ -266,7 +266,7 @@ def test_muse_news_runs_knowmem_verbmem_privleak(tmp_path: Path) -> None:
     texts = data.muse_news("privleak_forget", limit=3)
     scored = [i for i, _ in system.scored]
     assert all(i.prompt is not None and not i.messages for i in scored)
-    assert scored[0].prompt + scored[0].answer == texts[0]
+    assert scored[0].prompt == "" and scored[0].answer == texts[0]
     assert results["privleak"]["agg_value"] is None and "no retrained model" in results["privleak"]["not_applicable"]
     assert results["privleak"]["auc"] == results["mia_min_k"]["agg_value"]
     assert results["mia_min_k"]["forget"]["value_by_index"]["2"]["score"] == pytest.approx(loss_of(scored[2].answer))
