@@ -97,7 +97,8 @@ def run_muse_news(
 
     verb = data.muse_news("verbmem_forget", limit=limit)
     prompts = [r["prompt"] for r in verb]
-    texts = generate(system, [ChatItem(prompt=p) for p in prompts], muse.VERBMEM_MAX_NEW_TOKENS, gen_actions, prog, "verbmem")
+    items = [ChatItem(prompt=p) for p in prompts]
+    texts = generate(system, items, muse.VERBMEM_MAX_NEW_TOKENS, gen_actions, prog, "verbmem")
     results["forget_verbmem_ROUGE"] = muse.verbmem(texts, [r["gt"] for r in verb], inputs=prompts)
     counts["verbmem"] = len(verb)
 

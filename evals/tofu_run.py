@@ -79,7 +79,8 @@ def _retain_truth_ratios(retain_logs: Mapping[str, Any], indices: Sequence[str])
     """The retain model's forget truth ratios on the same items as ours (its log covers the whole
     split in order; with ``limit`` only the first items are compared)."""
     by_index = retain_logs["forget_truth_ratio"]["value_by_index"]
-    chosen = [by_index[i] for i in indices if i in by_index] if all(i in by_index for i in indices) else list(by_index.values())
+    same_items = all(i in by_index for i in indices)
+    chosen = [by_index[i] for i in indices] if same_items else list(by_index.values())
     return [item["score"] for item in chosen if item is not None]
 
 

@@ -84,7 +84,8 @@ class FakeSystem:
             tokens = [len(w) for w in item.answer.split()] + [EOS]
             n = len(tokens)
             out.append(ScoredAnswer(
-                scored=True, tokens=tokens, logprobs=[-loss_of(item.answer)] * (n - 1) + [-EOS_LOSS], argmax=[tokens[0] + 1, *tokens[1:]],
+                scored=True, tokens=tokens, logprobs=[-loss_of(item.answer)] * (n - 1) + [-EOS_LOSS],
+                argmax=[tokens[0] + 1, *tokens[1:]],
                 mu=[-1.0] * n if vocab_stats else [], var=[1.0] * n if vocab_stats else [],
             ))  # fmt: skip
         return out
