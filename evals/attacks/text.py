@@ -35,7 +35,9 @@ _STOPWORDS = _FUNCTION_WORDS | frozenset(
     much must my never now of often on only onto or other our out over own same so some such than that the
     their them then there these they this those through thus to too under up upon us very was way we well
     were what when where which while who whom why will with within without would yet you your known
-    work works writing writings book books novel novels""".split()
+    work works writing writings book books novel novels author authors writer writers father mother
+    parent parents family born life career genre literature literary style theme themes story stories
+    reader readers people person world""".split()
 )
 _QUOTED = re.compile(r"\"([^\"]{2,})\"|(?<![A-Za-z])'([^']{2,}?)'(?![A-Za-z])")
 _BREAK = ".,;:!?()[]{}\"“”"
@@ -177,7 +179,8 @@ def key_facts(answer: str, context: str, *, max_words: int = 3, short_answer_wor
     In order: quoted titles, capitalized spans (names, places, awards, genres such as ``French``)
     and numbers (``1956``, ``8th``, ``1980s``) of the answer that do not occur in ``context``
     (whole-word, case-insensitive). Only when there are none of these: up to ``max_words`` of the
-    answer's longest content words (not stop words, four letters or more) absent from ``context``
+    answer's longest content words (not stop words or generic TOFU words such as "father", "genre";
+    four letters or more) absent from ``context``
     (``male`` in "Author Basil Mahfouz Al-Kuwaiti is male."), and only for answers of at most
     ``short_answer_words`` words: in a long answer single common words ("perspective") are no
     evidence of a leak, and ROUGE judges it alone.
