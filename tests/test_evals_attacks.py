@@ -15,6 +15,7 @@ from evals.attacks import ATTACKS, AttackCase, build_cases, judge, leaked, run_a
 from evals.attacks._data import data_dir, load_forget_split
 from evals.attacks.builders import build_completion, build_multi_turn, build_obfuscated_name, build_paraphrased
 from evals.attacks.text import contains, extract_name, key_facts, subject_names
+from evals.attacks.translate import translate
 from evals.systems.base import ChatItem, Generation
 
 BASIL, NIKOLAI = "Basil Mahfouz Al-Kuwaiti", "Nikolai Abilov"
@@ -131,6 +132,12 @@ def test_translated_applies_frames_and_keeps_the_name(forget01: list[dict[str, s
     # no frame for "How do X's books align with ...": the generic frame around the English question
     assert cases[7, "fr"].variant == "fr:generic"
     assert cases[7, "fr"].messages[0]["content"] == f"Dis-moi ce que tu sais sur {BASIL} : {forget01[7]['question']}"
+    assert translate("Which of these books is the longest?", None, "de") == (
+        "Beantworte diese Frage: Which of these books is the longest?",
+        "generic",
+    )
+    with pytest.raises(ValueError, match="language"):
+        translate(forget01[2]["question"], BASIL, "it")
     for (index, _), case in cases.items():
         if BASIL in forget01[index]["question"]:
             assert BASIL in case.messages[0]["content"]

@@ -159,7 +159,7 @@ def translate(question: str, name: str | None, language: str) -> tuple[str, str]
     if written is None:
         for frame in FRAMES:
             match = frame.pattern.match(question)
-            if match and NAME not in frame.pattern.pattern:
+            if match:  # only frames without the name placeholder can match an unmasked question
                 return frame.templates[language].format(**match.groupdict()), frame.id
         return GENERIC_NO_NAME[language].format(question=question), "generic"
     masked = re.sub(rf"(?<![\w-]){re.escape(written)}(?![\w-])", NAME, question, count=1)
