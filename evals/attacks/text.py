@@ -73,7 +73,6 @@ def capitalized_spans(text: str) -> list[str]:
     text = _QUOTED.sub(" . ", text)
     spans: list[str] = []
     run: list[str] = []
-    sentence_start = True
 
     def close() -> None:
         while run and run[-1].lower() in _PARTICLES:
@@ -86,10 +85,9 @@ def capitalized_spans(text: str) -> list[str]:
 
     words = text.split()
     for position, raw in enumerate(words):
-        word = raw.strip("\"'“”‘’([{")
-        possessive = re.search(r"['’]s?$", word.rstrip(_BREAK)) is not None and not word.rstrip(_BREAK).endswith("+")
-        core = re.sub(r"['’]s?$", "", word.rstrip(_BREAK))
-        ends = raw[-1] in _BREAK or possessive
+        word = raw.strip("\"'“”‘’([{").rstrip(_BREAK)
+        possessive = re.search(r"['’]s?$", word) is not None
+        core = re.sub(r"['’]s?$", "", word)
         capital = bool(core) and core[0].isupper() and any(c.isalpha() for c in core)
         particle = (
             bool(run)
@@ -97,17 +95,12 @@ def capitalized_spans(text: str) -> list[str]:
             and position + 1 < len(words)
             and words[position + 1][:1].isupper()
         )
-        if capital and not (sentence_start and core.lower() in _FUNCTION_WORDS and not run):
-            run.append(core)
-        elif particle and not ends:
-            run.append(core)
+        if capital or (particle and raw[-1] not in _BREAK):
+            run.append(core)  # leading function words ("What", "The", "Author") are dropped by close()
         else:
             close()
-            if capital and core.lower() not in _FUNCTION_WORDS:
-                run.append(core)
-        if ends:
+        if raw[-1] in _BREAK or possessive:
             close()
-        sentence_start = raw[-1] in ".?!"
     close()
     return spans
 
