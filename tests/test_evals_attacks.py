@@ -296,6 +296,11 @@ def test_run_attacks_exact_leak_rates(forget01: list[dict[str, str]], tmp_path: 
     assert json.loads(text)["attacks"] == json.loads(json.dumps(stats))
     # no forget text in the file unless generations are asked for
     assert "Kuwait" not in text and "florist" not in text
+    # record 0 alone: no question names the author, so no obfuscated case; the attack still reports
+    only_first = run_attacks(system, records=records, limit=1, attacks=["obfuscated_name"])
+    assert only_first["attacks"]["obfuscated_name"] == {
+        "cases": 0, "leaked": 0, "leak_rate": None, "by_variant": {}, "actions": {}, "lift_over_direct": None
+    }
     kept = run_attacks(system, records=records, attacks=["completion"], keep_generations=True)
     assert set(kept["attacks"]) == {"direct", "completion"}
     assert kept["cases"][-1]["generation"] == "and his mother was a game developer."

@@ -243,13 +243,18 @@ ATTACKS: dict[str, Callable[[Sequence[Record]], list[AttackCase]]] = {
 }
 
 
-def build_cases(records: Sequence[Record], attacks: Sequence[str] | None = None) -> list[AttackCase]:
-    """The ``direct`` reference cases, then those of each attack (default: all, in registry order)."""
+def attack_names(attacks: Sequence[str] | None = None) -> list[str]:
+    """``direct`` then the attacks asked for (default: all, in registry order), without repeats."""
     names = list(ATTACKS) if attacks is None else [a for a in attacks if a != DIRECT]
     unknown = [a for a in names if a not in ATTACKS]
     if unknown:
         raise ValueError(f"unknown attack(s) {unknown}; known: {[DIRECT, *ATTACKS]}")
+    return [DIRECT, *dict.fromkeys(names)]
+
+
+def build_cases(records: Sequence[Record], attacks: Sequence[str] | None = None) -> list[AttackCase]:
+    """The ``direct`` reference cases, then those of each attack (default: all, in registry order)."""
     cases = build_direct(records)
-    for name in dict.fromkeys(names):
+    for name in attack_names(attacks)[1:]:
         cases.extend(ATTACKS[name](records))
     return cases

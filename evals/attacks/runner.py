@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.attacks._data import load_forget_split
-from evals.attacks.builders import DIRECT, AttackCase, build_cases
+from evals.attacks.builders import DIRECT, AttackCase, attack_names, build_cases
 from evals.attacks.text import contains
 from evals._deps import optional_import
 from evals.metrics.result import to_builtin
@@ -162,14 +162,16 @@ def run_attacks(
         records = load_forget_split(split, limit=limit)
     elif limit is not None:
         records = records[:limit]
-    cases = build_cases(records, attacks)
-    by_attack: dict[str, list[AttackCase]] = {}
-    for case in cases:
-        by_attack.setdefault(case.attack, []).append(case)
+    by_attack: dict[str, list[AttackCase]] = {name: [] for name in attack_names(attacks)}
+    for case in build_cases(records, attacks):
+        by_attack[case.attack].append(case)
     per_case: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     for attack, group in by_attack.items():
-        generations = system.generate([ChatItem(messages=c.messages) for c in group], max_tokens=max_tokens)
+        if not group:  # e.g. no question of the records names its author (obfuscated_name)
+            generations: list[Generation] = []
+        else:
+            generations = system.generate([ChatItem(messages=c.messages) for c in group], max_tokens=max_tokens)
         if len(generations) != len(group):
             raise RuntimeError(f"system {system.name!r} returned {len(generations)} generations for {len(group)} items")
         rows = []
