@@ -36,6 +36,9 @@ def _add_system_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--admin-key", help="endpoint: admin key for /admin/score (default $OBLIVIATE_ADMIN_KEY)")
     group.add_argument("--policy", help="endpoint: the proxy's actions on a match for these requests, e.g. "
                        "refuse, rewrite, suppress, rewrite+suppress, contrastive, pass (admin key)")  # fmt: skip
+    group.add_argument("--output-guard", choices=["all", "matched", "off"],
+                       help="endpoint: the proxy's output guard mode for these requests (admin key; default: "
+                       "the proxy's setting)")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     parser.add_argument("--limit", type=_positive_int, help="only the first N items of each split (quick runs)")
     parser.add_argument("--max-tokens", type=_positive_int, help="generation length (default: the benchmark's)")
@@ -46,7 +49,7 @@ def _spec(args: argparse.Namespace):
     from evals.systems.spec import SystemSpec
 
     spec = SystemSpec(args.system, name=args.name, model=args.model, api_key=args.api_key,
-                      admin_key=args.admin_key, policy=args.policy)  # fmt: skip
+                      admin_key=args.admin_key, policy=args.policy, output_guard=args.output_guard)  # fmt: skip
     try:
         spec.validate()
     except ValueError as exc:

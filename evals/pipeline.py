@@ -12,8 +12,8 @@ several sittings):
 4. ``eval-<system>``: TOFU metrics, the attack suite and decoding throughput of each system: the
    retain model (first: the others' forget quality needs its truth ratios), the target, each
    weight-level method's output, and the proxy serving the target on the real embedded vLLM in
-   each mode (pass-through, refuse, rewrite, suppress, rewrite+suppress, contrastive against the
-   NPO model as the unlearned assistant), with the forget split as its forget set.
+   each mode (``PROXY_MODES``: pass-through, refuse, rewrite, suppress, contrastive against the NPO
+   model as the unlearned assistant, and the full stack), with the forget split as its forget set.
 5. ``report``: ``report/REPORT.md`` and the plots.
 
 The ``quick`` profile (what CI runs) uses forget01, small subsets and a few optimizer steps: it
@@ -44,9 +44,18 @@ STAGE_RECORD = "stage.json"
 RETAIN_SPLIT = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 HOLDOUT_SPLIT = {"forget01": "holdout01", "forget05": "holdout05", "forget10": "holdout10"}
 METHODS = ("ga", "graddiff", "npo", "simnpo", "rmu")
-# The proxy's actions on a match, one system each ("pass": the proxy with the guard's decisions
-# recorded but no action, i.e. the served target through the whole HTTP path).
-PROXY_POLICIES = ("pass", "refuse", "rewrite", "suppress", "rewrite+suppress", "contrastive")
+# The proxy's modes, one system each: mode -> (actions when the guard matches, output guard mode).
+# Each single action runs with the output guard off so that its own effect is measured; "pass" is
+# the served target through the whole HTTP path with no intervention at all; "full" is every guard
+# stacked (the prompt-side actions plus the output guard on every response).
+PROXY_MODES: dict[str, tuple[str, str]] = {
+    "pass": ("pass", "off"),
+    "refuse": ("refuse", "off"),
+    "rewrite": ("rewrite", "off"),
+    "suppress": ("suppress", "off"),
+    "contrastive": ("contrastive", "off"),
+    "full": ("rewrite+suppress+contrastive", "all"),
+}
 CONTRASTIVE_ASSISTANT = "npo"  # the weight-unlearned assistant of the contrastive mode
 
 
@@ -67,7 +76,7 @@ class Profile:
     throughput_items: int
     throughput_max_tokens: int
     methods: tuple[str, ...] = METHODS
-    policies: tuple[str, ...] = PROXY_POLICIES
+    proxy_modes: tuple[str, ...] = tuple(PROXY_MODES)
     batch_size: int = 4
     grad_accum: int = 4
 
@@ -227,7 +236,7 @@ class Run:
                  retain_eval: Path | None, tokenizer_dir: Path) -> Path:  # fmt: skip
         from evals import attacks, tofu_run
         from evals.logs import read_eval
-        from evals.throughput import measure, write_throughput
+        from evals.throughput import measure_workloads, write_throughput
 
         p = self.profile
 
@@ -240,8 +249,9 @@ class Run:
                 tofu_run.write_tofu(folder, results)
                 attack_result = attacks.run_attacks(system, p.split, limit=p.attack_limit, max_tokens=p.attack_max_tokens)
                 attacks.write_attacks(folder, attack_result)
-                write_throughput(folder, measure(system, p.split, items=p.throughput_items,
-                                                 max_tokens=p.throughput_max_tokens, tokenizer_dir=tokenizer_dir))  # fmt: skip
+                write_throughput(folder, measure_workloads(system, retain_split=self.retain_split, forget_split=p.split,
+                                                           items=p.throughput_items, max_tokens=p.throughput_max_tokens,
+                                                           tokenizer_dir=tokenizer_dir))  # fmt: skip
             finally:
                 system.close()
             return {}
@@ -257,21 +267,23 @@ class Run:
                              retain_eval, model)  # fmt: skip
 
     def evaluate_proxy(self, target: Path, assistant: Path | None, forget_file: Path, retain_eval: Path) -> list[Path]:
-        names = {policy: f"proxy-{policy}" for policy in self.profile.policies}
+        modes = {mode: PROXY_MODES[mode] for mode in self.profile.proxy_modes}
+        names = {mode: f"proxy-{mode}" for mode in modes}
         target_digest = (self.records.get("target") or {}).get("digest")
-        configs = {policy: {"model": str(target), "trained": target_digest, "policy": policy,
-                            "assistant": str(assistant) if assistant else None} for policy in names}  # fmt: skip
-        stages = {policy: self._eval_stage(names[policy], configs[policy], retain_eval) for policy in names}
-        if all(self._stage(*stages[policy]).done() for policy in names):  # no need to start the proxy
-            return [self.evaluate(names[policy], _unreachable, configs[policy], retain_eval, target) for policy in names]
+        configs = {mode: {"model": str(target), "trained": target_digest, "policy": policy, "output_guard": guard,
+                          "assistant": str(assistant) if assistant else None}
+                   for mode, (policy, guard) in modes.items()}  # fmt: skip
+        stages = {mode: self._eval_stage(names[mode], configs[mode], retain_eval) for mode in modes}
+        if all(self._stage(*stages[mode]).done() for mode in modes):  # no need to start the proxy
+            return [self.evaluate(names[mode], _unreachable, configs[mode], retain_eval, target) for mode in modes]
         from evals.systems.endpoint import EndpointSystem
 
         with served_proxy(self.out / "proxy", target, assistant, forget_file) as proxy:
             return [
-                self.evaluate(names[policy], functools.partial(EndpointSystem, proxy.base_url, PROXY_MODEL_ID,
-                              api_key=proxy.admin_key, admin_key=proxy.admin_key, policy=policy, name=names[policy]),
-                              configs[policy], retain_eval, target)
-                for policy in names
+                self.evaluate(names[mode], functools.partial(EndpointSystem, proxy.base_url, PROXY_MODEL_ID,
+                              api_key=proxy.admin_key, admin_key=proxy.admin_key, policy=policy, name=names[mode],
+                              output_guard=guard), configs[mode], retain_eval, target)
+                for mode, (policy, guard) in modes.items()
             ]  # fmt: skip
 
     # the whole run --------------------------------------------------------------------------------
@@ -308,6 +320,13 @@ class Run:
             f"- wall time: {stage_seconds / 60:.1f} min over all stages (this sitting: {seconds / 60:.1f} min);"
             f" per stage in `*/stage.json`",
             f"- machine: {os.cpu_count()} CPUs" + (", CUDA" if _has_cuda() else ", no GPU"),
+            "- proxy modes (`proxy-<mode>`): the target served by the real embedded vLLM behind the proxy, the forget"
+            " split as its forget set; each mode's actions apply when the guard matches: "
+            + "; ".join(f"`{m}` = {PROXY_MODES[m][0]} with the output guard {PROXY_MODES[m][1]}" for m in self.profile.proxy_modes),
+            f"- contrastive: logits = target + 1.0 x ({CONTRASTIVE_ASSISTANT} - target). With the target itself as the"
+            f" assistant's base (there is no smaller model pair here), a matched request is decoded exactly by the"
+            f" {CONTRASTIVE_ASSISTANT.upper()} model and an unmatched one by the target: the mode measures that routing,"
+            " not a small-assistant approximation",
         ]  # fmt: skip
         return write_report(folders, self.out / "report", title=f"TOFU report ({self.profile.name} profile)",
                             preamble=preamble)  # fmt: skip

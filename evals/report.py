@@ -62,8 +62,11 @@ class SystemResult:
 
     @property
     def tokens_per_s(self) -> float | None:
-        value = self.throughput.get("tokens_per_s")
-        return float(value) if isinstance(value, (int, float)) else None
+        return _number(self.throughput.get("tokens_per_s"))
+
+    @property
+    def forget_tokens_per_s(self) -> float | None:
+        return _number(self.throughput.get("forget_tokens_per_s"))
 
 
 def _read_json(path: Path) -> Any:
@@ -136,11 +139,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def tofu_table(systems: Sequence[SystemResult]) -> list[str]:
     rows = [
-        [s.name, *(fmt(s.tofu.get(key), style) for _, key, style in TOFU_COLUMNS), fmt(s.tokens_per_s, "f1")]
+        [s.name, *(fmt(s.tofu.get(key), style) for _, key, style in TOFU_COLUMNS), fmt(s.tokens_per_s, "f1"),
+         fmt(s.forget_tokens_per_s, "f1")]
         for s in systems
         if s.tofu
-    ]
-    return _table(["system", *(c for c, _, _ in TOFU_COLUMNS), "tokens/s"], rows) if rows else []
+    ]  # fmt: skip
+    header = ["system", *(c for c, _, _ in TOFU_COLUMNS), "tokens/s", "tokens/s (forget Qs)"]
+    return _table(header, rows) if rows else []
 
 
 def muse_table(systems: Sequence[SystemResult]) -> list[str]:
@@ -232,14 +237,19 @@ def plot_leak_rates(systems: Sequence[SystemResult], out: Path) -> Path | None:
 
 
 def plot_throughput(systems: Sequence[SystemResult], out: Path) -> Path | None:
-    points = [(s.name, s.tokens_per_s) for s in systems if s.tokens_per_s is not None]
-    if not points:
+    shown = [s for s in systems if s.tokens_per_s is not None or s.forget_tokens_per_s is not None]
+    if not shown:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    ax.barh([n for n, _ in points], [v for _, v in points])
+    fig, ax = plt.subplots(figsize=(6.4, max(4.8, 0.45 * len(shown))))
+    ys = list(range(len(shown)))
+    ax.barh([y - 0.2 for y in ys], [s.tokens_per_s or 0.0 for s in shown], height=0.4, label="retain questions")
+    ax.barh([y + 0.2 for y in ys], [s.forget_tokens_per_s or 0.0 for s in shown], height=0.4, label="forget questions")
+    ax.set_yticks(ys, [s.name for s in shown])
+    ax.invert_yaxis()
     ax.set_xlabel("generated tokens/s")
     ax.set_title("Decoding throughput")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -1,9 +1,11 @@
 """Decoding throughput of a system under test, for the report's tokens/s column.
 
-The same greedy requests (the first forget questions) go to every system in one batch call of
-``System.generate``: HF folders decode them as one padded batch, endpoints as concurrent requests.
-Generated tokens are what the system reports (usage) or, failing that, the served model's tokenizer
-count of the returned text.
+The same greedy requests go to every system in one batch call of ``System.generate``: HF folders
+decode them as one padded batch, endpoints as concurrent requests. Two workloads: the first retain
+questions (ordinary traffic, which a proxy's guard lets through) and the first forget questions
+(traffic the guard acts on: rewritten, suppressed, fused with the assistant, or refused). Generated
+tokens are what the system reports (usage) or, failing that, the served model's tokenizer count of
+the returned text.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from evals.systems.base import ChatItem, System
 PathLike = str | os.PathLike[str]
 
 
-def forget_questions(split: str, n: int) -> list[str]:
+def first_questions(split: str, n: int) -> list[str]:
     from evals.pipeline import tofu_file
 
     questions = []
@@ -33,7 +35,7 @@ def forget_questions(split: str, n: int) -> list[str]:
 
 
 def measure(system: System, split: str, *, items: int, max_tokens: int, tokenizer_dir: PathLike | None = None) -> dict[str, Any]:
-    questions = forget_questions(split, items)
+    questions = first_questions(split, items)
     chats = [ChatItem([{"role": "user", "content": q}]) for q in questions]
     start = time.perf_counter()
     generations = system.generate(chats, max_tokens=max_tokens)
@@ -57,7 +59,22 @@ def measure(system: System, split: str, *, items: int, max_tokens: int, tokenize
         "generated_tokens": tokens,
         "seconds": round(seconds, 3),
         "tokens_per_s": tokens / seconds if seconds > 0 else None,
-        "how": f"{len(chats)} greedy requests of at most {max_tokens} tokens in one generate() call; tokens from {source}",
+        "how": f"{len(chats)} greedy requests (the first {split} questions) of at most {max_tokens} tokens in one "
+        f"System.generate call; tokens from {source}",
+    }
+
+
+def measure_workloads(system: System, *, retain_split: str, forget_split: str, items: int, max_tokens: int,
+                      tokenizer_dir: PathLike | None = None) -> dict[str, Any]:  # fmt: skip
+    """Both workloads; ``tokens_per_s`` is the retain one (what ordinary traffic gets)."""
+    retain = measure(system, retain_split, items=items, max_tokens=max_tokens, tokenizer_dir=tokenizer_dir)
+    forget = measure(system, forget_split, items=items, max_tokens=max_tokens, tokenizer_dir=tokenizer_dir)
+    return {
+        "tokens_per_s": retain["tokens_per_s"],
+        "forget_tokens_per_s": forget["tokens_per_s"],
+        "retain": retain,
+        "forget": forget,
+        "how": f"{retain['how']}; the same for the first {forget_split} questions (forget Qs column)",
     }
 
 

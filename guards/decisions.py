@@ -42,6 +42,7 @@ class GuardContext:
     entries: dict[str, EntryView] = field(default_factory=dict)
     actions: list[str] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)  # fields added to the upstream body
+    output_guard: str | None = None  # this request's output-guard mode (admin override), else the setting's
 
     def add(self, decision: Decision, scores: dict[str, float] | None = None) -> None:
         self.decisions.append(decision)

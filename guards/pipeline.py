@@ -158,6 +158,10 @@ class GuardPipeline:
         if override is not None and not principal.is_admin:
             raise Forbidden("the 'obliviate.policy' field needs the admin key", param="obliviate.policy", code="admin_required")
         when_matched = self.request_policy(override) if override is not None else None
+        ctx.output_guard = req.obliviate.output_guard if req.obliviate else None
+        if ctx.output_guard is not None and not principal.is_admin:
+            raise Forbidden("the 'obliviate.output_guard' field needs the admin key", param="obliviate.output_guard",
+                            code="admin_required")  # fmt: skip
         if not self.view.is_empty():
             texts = conversation_texts(kind, req)
             if texts:
@@ -218,7 +222,7 @@ class GuardPipeline:
 
     # output side ---------------------------------------------------------------------------
     def output_monitor(self, ctx: GuardContext) -> OutputMonitor | None:
-        mode = self.settings.output_guard
+        mode = ctx.output_guard or self.settings.output_guard
         if mode == "off" or self.view.is_empty() or (mode == "matched" and not ctx.matched):
             return None
         full = bool(ctx.matched)

@@ -18,9 +18,12 @@ class ObliviateOptions(BaseModel):
 
     # Admin only. ``action``: apply this action whether or not the guard matches. ``policy``: the
     # actions to apply *when the guard matches* ("refuse", "rewrite+suppress", "pass", ...),
-    # overriding the configured policy for this request.
+    # overriding the configured policy for this request. ``output_guard``: the output guard's mode
+    # for this request ("all", "matched", "off"), overriding the configured one (evaluations use
+    # "off" to measure one action on its own).
     action: Literal["pass", "refuse", "rewrite", "suppress", "contrastive"] | None = None
     policy: str | None = Field(default=None, min_length=1, max_length=200)
+    output_guard: Literal["all", "matched", "off"] | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> ObliviateOptions:

@@ -78,6 +78,12 @@ class CompletionService:
             if not principal.is_admin:
                 raise Forbidden("the 'obliviate.policy' field needs the admin key", param="obliviate.policy", code="admin_required")
             raise BadRequest("guards are disabled on this proxy", param="obliviate.policy", code="guards_disabled")
+        if req.obliviate and req.obliviate.output_guard is not None:
+            if not principal.is_admin:
+                raise Forbidden("the 'obliviate.output_guard' field needs the admin key", param="obliviate.output_guard",
+                                code="admin_required")  # fmt: skip
+            if req.obliviate.output_guard != "off":
+                raise BadRequest("guards are disabled on this proxy", param="obliviate.output_guard", code="guards_disabled")
         return None
 
     def headers(self, ctx: Any) -> dict[str, str]:

@@ -15,7 +15,8 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu" / "
 
 
 def write_system(folder: Path, name: str, summary: dict | None = None, eval_log: dict | None = None,
-                 attacks: dict | None = None, tokens_per_s: float | None = None) -> Path:  # fmt: skip
+                 attacks: dict | None = None, tokens_per_s: float | None = None,
+                 forget_tokens_per_s: float | None = None) -> Path:  # fmt: skip
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({"system": {"name": name, "describe": {"scoring": f"{name} scoring"}},
                                                  "split": "forget01"}))  # fmt: skip
@@ -26,21 +27,22 @@ def write_system(folder: Path, name: str, summary: dict | None = None, eval_log:
     if attacks is not None:
         (folder / "ATTACKS.json").write_text(json.dumps({"attacks": {k: {"leak_rate": v} for k, v in attacks.items()}}))
     if tokens_per_s is not None:
-        (folder / "THROUGHPUT.json").write_text(json.dumps({"tokens_per_s": tokens_per_s, "how": "8 requests"}))
+        throughput = {"tokens_per_s": tokens_per_s, "forget_tokens_per_s": forget_tokens_per_s, "how": "8 requests"}
+        (folder / "THROUGHPUT.json").write_text(json.dumps(throughput))
     return folder
 
 
 def test_report_tables_and_plots_from_evaluation_folders(tmp_path: Path) -> None:
     a = write_system(tmp_path / "a", "target", {"forget_quality": 1.5e-5, "model_utility": 0.41, "forget_Q_A_ROUGE": 0.8},
                      {"retain_Q_A_ROUGE": {"agg_value": 0.77, "value_by_index": {}}},
-                     {"direct": 0.9, "translated": 0.25}, tokens_per_s=12.5)  # fmt: skip
+                     {"direct": 0.9, "translated": 0.25}, tokens_per_s=12.5, forget_tokens_per_s=11.25)  # fmt: skip
     b = write_system(tmp_path / "b", "proxy-refuse", {"forget_quality": None, "model_utility": 0.4, "forget_Q_A_ROUGE": 0.05},
                      {"retain_Q_A_ROUGE": {"agg_value": 0.76}}, {"direct": 0.0, "injection": 0.5})  # fmt: skip
     path = report.write_report([a, b], tmp_path / "out", preamble=["- profile: test"])
     text = path.read_text()
     tofu_rows = [line for line in text.splitlines() if line.startswith("| target") or line.startswith("| proxy-refuse")]
-    assert tofu_rows[0] == "| target | 1.50e-05 | 0.410 | 0.800 | 0.770 | n/a | n/a | n/a | n/a | n/a | 12.5 |"
-    assert tofu_rows[1] == "| proxy-refuse | n/a | 0.400 | 0.050 | 0.760 | n/a | n/a | n/a | n/a | n/a | n/a |"
+    assert tofu_rows[0] == "| target | 1.50e-05 | 0.410 | 0.800 | 0.770 | n/a | n/a | n/a | n/a | n/a | 12.5 | 11.2 |"
+    assert tofu_rows[1] == "| proxy-refuse | n/a | 0.400 | 0.050 | 0.760 | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
     # the attack table has the union of attacks, n/a where a system did not run one
     assert "| system | direct | translated | injection |" in text
     assert "| target | 0.900 | 0.250 | n/a |" in text
@@ -97,7 +99,10 @@ def test_eval_cli_rejects_a_folder_that_is_not_a_model(tmp_path: Path, capsys: p
     assert "not an HF model folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "tofu", "--system", f"hf:{tmp_path}", "--policy", "refuse", "--out", str(tmp_path / "o")])
-    assert "applies to an endpoint" in capsys.readouterr().err
+    assert "apply to an endpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "tofu", "--system", f"hf:{tmp_path}", "--output-guard", "off", "--out", str(tmp_path / "o")])
+    assert "apply to an endpoint" in capsys.readouterr().err
 
 
 def test_stage_runs_once_and_reruns_when_its_configuration_changes(tmp_path: Path) -> None:

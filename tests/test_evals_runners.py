@@ -352,6 +352,13 @@ def test_endpoint_policy_needs_and_uses_the_admin_key(proxy_app) -> None:
     assert "obliviate" not in backend.requests[-1][1]  # our namespace is not forwarded upstream
     assert system.can_score and "refuse" in system.describe()["generation"]
     system.close()
+    with pytest.raises(ValueError, match="admin key"):
+        EndpointSystem("http://proxy/v1", "fake-model", output_guard="off", http_client=client)
+    system = EndpointSystem("http://proxy/v1", "fake-model", admin_key="adm", output_guard="off", http_client=client)
+    assert system._extra_body() == {"obliviate": {"output_guard": "off"}}
+    (gen,) = system.generate([ChatItem([{"role": "user", "content": "hello"}])], max_tokens=8)
+    assert gen.text == "echo: hello" and "output_guard" in system.describe()["generation"]
+    system.close()
 
 
 def test_endpoint_scoring_maps_the_admin_score_response() -> None:

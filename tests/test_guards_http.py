@@ -175,6 +175,28 @@ async def test_output_guard_non_streaming_and_completions(make_client) -> None:
     assert r.json()["choices"][0] == {"index": 0, "text": "[removed]", "finish_reason": "content_filter", "logprobs": None}
 
 
+async def test_output_guard_per_request_override_is_admin_only(make_client) -> None:
+    backend = FakeBackend("fake-model", reply=LEAKY)
+    client, _ = await setup(make_client, backend, output_guard="matched")
+    r = await client.post("/v1/chat/completions", json=chat("Tell me a fun fact."), headers=CLIENT)
+    assert r.json()["choices"][0]["message"]["content"] == LEAKY  # "matched": an unmatched prompt is not watched
+    on = chat("Tell me a fun fact.", obliviate={"output_guard": "all"})
+    r = await client.post("/v1/chat/completions", json=on, headers=CLIENT)
+    assert r.status_code == 403 and r.json()["error"]["param"] == "obliviate.output_guard"
+    r = await client.post("/v1/chat/completions", json=on, headers=ADMIN)
+    assert r.json()["choices"][0]["finish_reason"] == "content_filter"
+    # A matched prompt is watched in "matched" mode, unless the request turns the guard off.
+    leaky_question = "Where was Hsiao Yun-Hwa born?"
+    r = await client.post("/v1/chat/completions", json=chat(leaky_question, obliviate={"policy": "pass"}), headers=ADMIN)
+    assert r.json()["choices"][0]["finish_reason"] == "content_filter"
+    off = chat(leaky_question, obliviate={"policy": "pass", "output_guard": "off"})
+    r = await client.post("/v1/chat/completions", json=off, headers=ADMIN)
+    assert r.json()["choices"][0]["message"]["content"] == LEAKY and r.headers["x-obliviate-action"] == "pass"
+    bad = chat("Tell me a fun fact.", obliviate={"output_guard": "sometimes"})
+    r = await client.post("/v1/chat/completions", json=bad, headers=ADMIN)
+    assert r.status_code == 400 and "obliviate" in r.json()["error"]["param"]
+
+
 async def test_output_guard_catches_the_answer_without_the_name(make_client) -> None:
     """Matched request: overlap with the entry's answer words counts even with no alias."""
     entry = {"text": "Marrow Finch wrote the Glasswing Trilogy while living in Reykjavik as a lighthouse keeper.",

@@ -218,6 +218,24 @@ async def test_policy_field_needs_the_admin_key(make_client) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_policy"
 
 
+async def test_per_request_guard_fields_when_guards_are_disabled(make_client) -> None:
+    client = await make_client(api_keys=["cli"], admin_key="adm", guard_enabled=False)
+    chat = {"model": "fake-model", "messages": QUESTION}
+    for options, status, code in [
+        ({"output_guard": "off"}, 200, None),  # nothing to turn off: accepted
+        ({"output_guard": "all"}, 400, "guards_disabled"),
+        ({"policy": "refuse"}, 400, "guards_disabled"),
+        ({"action": "refuse"}, 400, "guards_disabled"),
+        ({"action": "pass"}, 200, None),
+    ]:
+        r = await client.post("/v1/chat/completions", json={**chat, "obliviate": options}, headers=ADMIN)
+        assert r.status_code == status, (options, r.text)
+        if code:
+            assert r.json()["error"]["code"] == code
+        r = await client.post("/v1/chat/completions", json={**chat, "obliviate": options}, headers=CLIENT)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "admin_required"
+
+
 @pytest.mark.integration
 @pytest.mark.slow  # the real embedder and the bundled model
 async def test_admin_score_applies_the_guard_per_item(tmp_path: Path, model_path: Path) -> None:

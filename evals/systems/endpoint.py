@@ -13,6 +13,7 @@ the system only generates (``can_score`` is False).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -71,11 +72,14 @@ class EndpointSystem:
         concurrency: int = 8,
         name: str | None = None,
         *,
+        output_guard: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         http_client: httpx.Client | None = None,
     ) -> None:
         if policy is not None and not admin_key:
             raise ValueError("a per-request policy (obliviate.policy) needs the admin key")
+        if output_guard is not None and not admin_key:
+            raise ValueError("a per-request output guard mode (obliviate.output_guard) needs the admin key")
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         from openai import OpenAI
@@ -83,10 +87,11 @@ class EndpointSystem:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.policy = policy
+        self.output_guard = output_guard
         self.concurrency = concurrency
         self.name = name or (f"{model}[{policy}]" if policy else model)
         self._admin_key = admin_key
-        gen_key = admin_key if policy is not None else (api_key or admin_key)
+        gen_key = admin_key if (policy, output_guard) != (None, None) else (api_key or admin_key)
         self._own_http = http_client is None
         self._http = http_client or httpx.Client(timeout=timeout)
         self._client = OpenAI(base_url=self.base_url, api_key=gen_key or "none", http_client=self._http,
@@ -98,7 +103,8 @@ class EndpointSystem:
         return bool(self._admin_key)
 
     def describe(self) -> dict[str, str]:
-        options = f', extra_body {{"obliviate": {{"policy": "{self.policy}"}}}} (admin key)' if self.policy else ""
+        extra = self._extra_body()
+        options = f", extra_body {json.dumps(extra)} (admin key)" if extra else ""
         scoring = (
             f"POST {api_root(self.base_url)}/admin/score with the admin key: teacher-forced log-probabilities "
             "of the answer tokens (then end of sequence) under the same interventions the proxy applies to the "
@@ -110,12 +116,16 @@ class EndpointSystem:
             "system": f"OpenAI-compatible endpoint {self.base_url}, model {self.model!r}",
             "generation": f"openai SDK chat.completions (plain-text items: completions), temperature 0, max_tokens "
             f"per benchmark{options}; {self.concurrency} concurrent requests; action from the {ACTION_HEADER} header",
-            "scoring": scoring,
+            "scoring": scoring + (
+                f"; the output guard (obliviate.output_guard={self.output_guard!r}) acts on generated text only"
+                if self.output_guard is not None else ""
+            ),
         }
 
     # generation -----------------------------------------------------------------------------------
     def _extra_body(self) -> dict[str, Any] | None:
-        return {"obliviate": {"policy": self.policy}} if self.policy is not None else None
+        options = {k: v for k, v in (("policy", self.policy), ("output_guard", self.output_guard)) if v is not None}
+        return {"obliviate": options} if options else None
 
     def _generate_one(self, item: ChatItem, max_tokens: int) -> Generation:
         common = {"model": self.model, "max_tokens": max_tokens, "temperature": 0, "extra_body": self._extra_body()}

@@ -22,6 +22,7 @@ class SystemSpec:
     api_key: str | None = None
     admin_key: str | None = None
     policy: str | None = None
+    output_guard: str | None = None
 
     @property
     def is_endpoint(self) -> bool:
@@ -41,8 +42,8 @@ class SystemSpec:
     def validate(self) -> None:
         if self.is_endpoint:
             return
-        if self.policy:
-            raise ValueError("--policy applies to an endpoint (the proxy), not to a model folder")
+        if self.policy or self.output_guard:
+            raise ValueError("--policy/--output-guard apply to an endpoint (the proxy), not to a model folder")
         if not (self.folder / "config.json").is_file():
             raise ValueError(f"{self.folder}: not an HF model folder (no config.json); use hf:PATH or an http(s) URL")
 
@@ -59,6 +60,7 @@ def open_system(spec: SystemSpec) -> System:
             admin_key=spec.admin_key or os.environ.get("OBLIVIATE_ADMIN_KEY"),
             policy=spec.policy,
             name=spec.default_name(),
+            output_guard=spec.output_guard,
         )
     from evals.systems.hf import HFSystem
 
