@@ -163,9 +163,10 @@ class Stage:
 
 # the run -----------------------------------------------------------------------------------------
 class Run:
-    def __init__(self, out: Path, profile: Profile) -> None:
+    def __init__(self, out: Path, profile: Profile, checkpoint_every_s: float = 600.0) -> None:
         self.out = Path(out)
         self.profile = profile
+        self.checkpoint_every_s = checkpoint_every_s
         self.records: dict[str, dict[str, Any]] = {}
         self.retain_split = RETAIN_SPLIT[profile.split]
 
@@ -204,12 +205,14 @@ class Run:
 
         config = self._train_config(self.profile.finetune_epochs, self.profile.finetune_max_steps)
 
+        stage_config = {"data": str(data_file), "base": str(base), "train": dataclasses.asdict(config)}
+
         def work(folder: Path) -> dict[str, Any]:
-            result = train_pipeline.finetune(base, data_file, folder / "model", config)
+            checkpoint = self._checkpointing(name, stage_config)
+            result = train_pipeline.finetune(base, data_file, folder / "model", config, checkpoint=checkpoint)
             return {"train": result.to_dict() | {"history": None}}
 
-        self.stage(name, self.out / "models" / name, {"data": str(data_file), "base": str(base),
-                                                       "train": dataclasses.asdict(config)}, work)  # fmt: skip
+        self.stage(name, self.out / "models" / name, stage_config, work)
         return self.out / "models" / name / "model"
 
     def unlearned(self, method_name: str, target: Path, data: Path) -> Path:
@@ -220,16 +223,26 @@ class Run:
         limits = train_pipeline.DataLimits(forget=self.profile.unlearn_forget_limit)
         name = f"unlearn-{method_name}"
 
+        stage_config = {"target": str(target), "method": method_name, "train": dataclasses.asdict(config),
+                        "limits": dataclasses.asdict(limits)}  # fmt: skip
+
         def work(folder: Path) -> dict[str, Any]:
             method = UNLEARNING_METHODS[method_name]()
             retain = data / "retain.jsonl" if method.uses_retain else None
             result = train_pipeline.unlearn(method, target, data / "forget.jsonl", retain, folder / "model", config,
-                                            None, limits)  # fmt: skip
+                                            None, limits, checkpoint=self._checkpointing(name, stage_config))  # fmt: skip
             return {"train": result.to_dict() | {"history": None}}
 
-        self.stage(name, self.out / "models" / method_name, {"target": str(target), "method": method_name,
-                   "train": dataclasses.asdict(config), "limits": dataclasses.asdict(limits)}, work)  # fmt: skip
+        self.stage(name, self.out / "models" / method_name, stage_config, work)
         return self.out / "models" / method_name / "model"
+
+    def _checkpointing(self, name: str, config: dict[str, Any]) -> Any:
+        """Where a training stage saves its state while it runs (kept outside the stage's folder,
+        which a new attempt clears; named by the stage's digest so another configuration starts over)."""
+        from unlearn.trainer import Checkpointing
+
+        digest = _digest(self._stage(name, self.out, config).config)
+        return Checkpointing(self.out / "checkpoints" / f"{name}-{digest}", every_s=self.checkpoint_every_s)
 
     # evaluation -----------------------------------------------------------------------------------
     def evaluate(self, name: str, system_factory: Callable[[], Any], config: dict[str, Any],

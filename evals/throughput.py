@@ -58,7 +58,8 @@ def measure(system: System, split: str, *, items: int, max_tokens: int, tokenize
         "max_tokens": max_tokens,
         "generated_tokens": tokens,
         "seconds": round(seconds, 3),
-        "tokens_per_s": tokens / seconds if seconds > 0 else None,
+        # None when nothing was generated (e.g. every request refused): no decoding to measure.
+        "tokens_per_s": tokens / seconds if seconds > 0 and tokens > 0 else None,
         "how": f"{len(chats)} greedy requests (the first {split} questions) of at most {max_tokens} tokens in one "
         f"System.generate call; tokens from {source}",
     }

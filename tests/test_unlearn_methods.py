@@ -154,3 +154,64 @@ def test_rmu_target_and_retain_at_start(tiny) -> None:
 def test_bad_retain_loss_type() -> None:
     with pytest.raises(ValueError, match="retain_loss_type"):
         GradDiff(retain_loss_type="L2")
+
+
+# Checkpointing: an interrupted run resumed from its checkpoint ends where a straight run ends ------
+
+
+def _tiny_training(tmp_path, method, steps: int, checkpoint=None, on_step=None):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    generator = torch.Generator().manual_seed(1)
+
+    def example(n: int) -> dict:
+        ids = torch.randint(3, 64, (n,), generator=generator)
+        labels = ids.clone()
+        labels[:3] = losses.IGNORE_INDEX
+        return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids)}
+
+    forget = [example(8 + i % 4) for i in range(10)]
+    retain = [example(9 + i % 3) for i in range(7)]
+    dataset = data.ForgetRetainDataset(forget, retain, seed=3)
+    collate = functools.partial(data.collate_named, pad_token_id=0)
+    train_config = TrainConfig(learning_rate=1e-2, batch_size=3, gradient_accumulation_steps=2, max_steps=steps,
+                               warmup_ratio=0.25, progress=False)  # fmt: skip
+    reference = frozen_copy(model) if method.needs_reference else None
+    result = train(model, method, dataset, collate, train_config, reference=reference, checkpoint=checkpoint,
+                   on_step=on_step)  # fmt: skip
+    return model, result
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["graddiff", "npo"])
+def test_interrupted_training_resumes_exactly(tmp_path, name: str) -> None:
+    from unlearn.trainer import Checkpointing
+
+    straight, straight_result = _tiny_training(tmp_path, UNLEARNING_METHODS[name](), steps=6)
+
+    def stop_at_4(step: int) -> None:
+        if step == 4:  # after the checkpoint of step 4: later steps are lost with the process
+            raise _Interrupted
+
+    folder = tmp_path / "ckpt"
+    with pytest.raises(_Interrupted):
+        _tiny_training(tmp_path, UNLEARNING_METHODS[name](), 6, Checkpointing(folder, every_steps=2), stop_at_4)
+    assert torch.load(folder / "state.pt", weights_only=False)["step"] == 4
+    resumed, resumed_result = _tiny_training(tmp_path, UNLEARNING_METHODS[name](), 6, Checkpointing(folder, every_steps=2))
+    assert not folder.exists()  # removed once training is done
+    assert resumed_result.steps == 6 and resumed_result.examples == straight_result.examples
+    assert [h["loss"] for h in resumed_result.history] == pytest.approx([h["loss"] for h in straight_result.history])
+    for (n, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), n
+    # A checkpoint of another configuration is not resumed: 8 steps start over.
+    with pytest.raises(_Interrupted):
+        _tiny_training(tmp_path, UNLEARNING_METHODS[name](), 6, Checkpointing(folder, every_steps=2), stop_at_4)
+    _, other = _tiny_training(tmp_path, UNLEARNING_METHODS[name](), 8, Checkpointing(folder, every_steps=2))
+    assert len(other.history) == 8 and other.history[0]["loss"] == pytest.approx(straight_result.history[0]["loss"])

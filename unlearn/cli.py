@@ -66,6 +66,9 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     train.add_argument("--max-length", type=_positive_int, default=DEFAULT_MAX_LENGTH, help="tokens per example")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--checkpoint-dir", type=Path, help="save the training state here every "
+                       "--checkpoint-every-s seconds and resume from it when run again (removed when done)")  # fmt: skip
+    train.add_argument("--checkpoint-every-s", type=float, default=600.0, help="(default 600)")
     lora = parser.add_argument_group("LoRA (merged into the saved weights)")
     lora.add_argument("--lora", action="store_true", help="train LoRA adapters instead of all weights")
     lora.add_argument("--lora-r", type=_positive_int, default=8)
@@ -115,6 +118,14 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         args.parser.error(str(exc))
 
 
+def _checkpointing(args: argparse.Namespace):
+    if args.checkpoint_dir is None:
+        return None
+    from unlearn.trainer import Checkpointing
+
+    return Checkpointing(args.checkpoint_dir, every_s=args.checkpoint_every_s)
+
+
 def _lora(args: argparse.Namespace):
     from unlearn.models import LoraSettings
 
@@ -153,7 +164,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     _configure_logging()
     set_offline_env()
     limits = pipeline.DataLimits(forget=args.limit, max_length=args.max_length)
-    result = pipeline.finetune(args.model, args.data, args.out, config, _lora(args), limits)
+    result = pipeline.finetune(args.model, args.data, args.out, config, _lora(args), limits, _checkpointing(args))
     print(json.dumps({"out": str(args.out), "steps": result.steps, "seconds": round(result.seconds, 1)}))
     return 0
 
@@ -176,7 +187,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     _configure_logging()
     set_offline_env()
     limits = pipeline.DataLimits(forget=args.forget_limit, retain=args.retain_limit, max_length=args.max_length)
-    result = pipeline.unlearn(method, args.model, args.forget, args.retain, args.out, config, _lora(args), limits)  # fmt: skip
+    result = pipeline.unlearn(method, args.model, args.forget, args.retain, args.out, config, _lora(args), limits,
+                              _checkpointing(args))  # fmt: skip
     print(json.dumps({"out": str(args.out), "method": args.method, "steps": result.steps,
                       "seconds": round(result.seconds, 1)}))  # fmt: skip
     return 0

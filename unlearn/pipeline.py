@@ -14,7 +14,7 @@ from typing import Any
 from unlearn import data
 from unlearn.methods import FineTune, ForgetRetainMethod
 from unlearn.models import LoraSettings, frozen_copy, load_model, save_model, with_lora
-from unlearn.trainer import TrainConfig, TrainResult, pick_device, train
+from unlearn.trainer import Checkpointing, TrainConfig, TrainResult, pick_device, train
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ class DataLimits:
 
 
 def finetune(model_dir: PathLike, data_file: PathLike, out: PathLike, config: TrainConfig,
-             lora: LoraSettings | None = None, limits: DataLimits = DataLimits()) -> TrainResult:  # fmt: skip
+             lora: LoraSettings | None = None, limits: DataLimits = DataLimits(),
+             checkpoint: Checkpointing | None = None) -> TrainResult:  # fmt: skip
     """Supervised fine-tuning on QA JSON Lines (answer tokens only); saves the model to ``out``."""
     pairs = data.read_qa_jsonl(data_file, limits.forget)
     model, tokenizer = load_model(model_dir, pick_device(config.device))
@@ -41,14 +42,14 @@ def finetune(model_dir: PathLike, data_file: PathLike, out: PathLike, config: Tr
     if lora is not None:
         model = with_lora(model, lora)
     collate = functools.partial(data.collate_named, pad_token_id=tokenizer.pad_token_id)
-    result = train(model, FineTune(), dataset, collate, config)
+    result = train(model, FineTune(), dataset, collate, config, checkpoint=checkpoint)
     _save(model, tokenizer, out, result, {"method": "finetune", "data": str(data_file)}, config, lora, limits)
     return result
 
 
 def unlearn(method: ForgetRetainMethod, model_dir: PathLike, forget_file: PathLike, retain_file: PathLike | None,
             out: PathLike, config: TrainConfig, lora: LoraSettings | None = None,
-            limits: DataLimits = DataLimits()) -> TrainResult:  # fmt: skip
+            limits: DataLimits = DataLimits(), checkpoint: Checkpointing | None = None) -> TrainResult:  # fmt: skip
     """Unlearn ``forget_file`` from the model with ``method``; saves the model to ``out``."""
     if method.uses_retain and retain_file is None:
         raise ValueError(f"{method.name} needs retain data (or alpha=0)")
@@ -64,7 +65,7 @@ def unlearn(method: ForgetRetainMethod, model_dir: PathLike, forget_file: PathLi
         model = with_lora(model, lora)
     dataset = data.ForgetRetainDataset(forget, retain, seed=config.seed)
     collate = functools.partial(data.collate_named, pad_token_id=tokenizer.pad_token_id)
-    result = train(model, method, dataset, collate, config, reference=reference)
+    result = train(model, method, dataset, collate, config, reference=reference, checkpoint=checkpoint)
     about = {"method": method.name, "hyperparameters": hyperparameters(method),
              "forget": str(forget_file), "retain": str(retain_file) if method.uses_retain else None}  # fmt: skip
     _save(model, tokenizer, out, result, about, config, lora, limits)

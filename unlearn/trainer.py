@@ -1,15 +1,23 @@
 """One small training loop for every method: AdamW, linear warm-up and decay, gradient accumulation,
-gradient clipping, a step or epoch budget, a progress bar. CPU first; CUDA when present."""
+gradient clipping, a step or epoch budget, a progress bar. CPU first; CUDA when present.
+
+With a :class:`Checkpointing` folder the loop saves its whole state (trained weights, optimizer,
+schedule, data position, random state) every few minutes and, when started again on the same
+folder, continues from the last save exactly as if it had not stopped: a long run survives being
+interrupted (``make tofu-report`` over several sittings)."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +41,48 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "steps_per_second": self.steps_per_second}
+
+
+@dataclass
+class Checkpointing:
+    """Save the training state under ``folder`` at most every ``every_s`` seconds (and every
+    ``every_steps`` optimizer steps when set); resume from it; remove it once training is done."""
+
+    folder: Path
+    every_s: float = 600.0
+    every_steps: int | None = None
+
+    STATE = "state.pt"
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+        self._last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        if self.every_steps is not None and step % self.every_steps == 0:
+            return True
+        return time.monotonic() - self._last >= self.every_s
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / (self.STATE + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.folder / self.STATE)  # a crash mid-save leaves the previous state intact
+        self._last = time.monotonic()
+        logger.info("checkpoint: step %d saved", state["step"])
+
+    def load(self, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+        path = self.folder / self.STATE
+        if not path.is_file():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != fingerprint:
+            logger.warning("checkpoint %s belongs to another run; starting over", path)
+            return None
+        return state
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -81,8 +131,11 @@ def train(
     collate_fn: Callable[[list[Any]], dict[str, dict[str, torch.Tensor]]],
     config: TrainConfig,
     reference: torch.nn.Module | None = None,
+    checkpoint: Checkpointing | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place on ``method``'s loss; ``reference`` is the frozen starting model."""
+    """Train ``model`` in place on ``method``'s loss; ``reference`` is the frozen starting model.
+    ``on_step(step)`` runs after each optimizer step (and its checkpoint)."""
     from tqdm.auto import tqdm
 
     seed_everything(config.seed)
@@ -96,18 +149,37 @@ def train(
     parameters = list(method.trainable_parameters(model))
     if not parameters:
         raise ValueError("the model has no trainable parameters")
+    trained = {name: p for name, p in model.named_parameters() if any(p is q for q in parameters)}
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(int(config.warmup_ratio * steps), steps))
     logger.info("%s: %d optimizer steps of %d x %d examples on %s (%d trainable tensors)", method.name, steps,
                 config.batch_size, config.gradient_accumulation_steps, device, len(parameters))  # fmt: skip
 
-    model.train()
     history: list[dict[str, float]] = []
     batches = _endless(loader)
     examples = 0
+    start_step = 0
+    seconds_before = 0.0
+    fingerprint = {"method": method.name, "config": json.loads(json.dumps(asdict(config), default=str)),
+                   "examples": len(dataset), "steps": steps, "trained": sorted(trained)}  # fmt: skip
+    state = checkpoint.load(fingerprint) if checkpoint is not None else None
+    if state is not None:
+        with torch.no_grad():
+            for name, tensor in state["trained"].items():
+                trained[name].copy_(tensor)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, examples, start_step, seconds_before = state["history"], state["examples"], state["step"], state["seconds"]
+        for _ in range(start_step * config.gradient_accumulation_steps):  # the same data order from here on
+            next(batches)
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        logger.info("%s: resumed at step %d of %d from %s", method.name, start_step, steps, checkpoint.folder)
+
+    model.train()
     started = time.perf_counter()
-    with tqdm(total=steps, desc=method.name, unit="step", disable=not config.progress) as bar:
-        for step in range(steps):
+    with tqdm(total=steps, initial=start_step, desc=method.name, unit="step", disable=not config.progress) as bar:
+        for step in range(start_step, steps):
             sums: dict[str, float] = {}
             for _ in range(config.gradient_accumulation_steps):
                 batch = _to_device(next(batches), device)
@@ -127,7 +199,20 @@ def train(
             history.append(record)
             bar.set_postfix({k: f"{v:.4g}" for k, v in sums.items()}, refresh=False)
             bar.update()
+            if checkpoint is not None and step + 1 < steps and checkpoint.due(step + 1):
+                checkpoint.save({
+                    "fingerprint": fingerprint, "step": step + 1, "examples": examples, "history": history,
+                    "seconds": seconds_before + time.perf_counter() - started,
+                    "trained": {name: p.detach().cpu().clone() for name, p in trained.items()},
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+                })  # fmt: skip
+            if on_step is not None:
+                on_step(step + 1)
     model.eval()
-    result = TrainResult(steps=steps, examples=examples, seconds=time.perf_counter() - started, history=history)
+    seconds = seconds_before + time.perf_counter() - started
+    result = TrainResult(steps=steps, examples=examples, seconds=seconds, history=history)
     logger.info("%s: %d steps in %.1f s (%.3f steps/s)", method.name, steps, result.seconds, result.steps_per_second)
+    if checkpoint is not None:
+        checkpoint.clear()
     return result
