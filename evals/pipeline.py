@@ -93,11 +93,12 @@ PROFILES: dict[str, Profile] = {
         throughput_items=4, throughput_max_tokens=16, batch_size=4, grad_accum=1,
     ),  # fmt: skip
     # The experiment: TOFU full / retain90 fine-tuning (5 epochs, as TOFU's targets), forget10
-    # unlearning (open-unlearning's 10 epochs), the whole evaluation at 200 tokens.
+    # unlearning (open-unlearning's 10 epochs), the whole TOFU evaluation at 200 tokens; the attack
+    # suite on the first 100 forget10 records (10 authors, ~1,000 attack prompts per system).
     "full": Profile(
         name="full", split="forget10", retain_rows=None,
         finetune_epochs=5.0, finetune_max_steps=None, unlearn_epochs=10.0, unlearn_max_steps=None,
-        unlearn_forget_limit=None, eval_limit=None, max_tokens=200, attack_limit=None, attack_max_tokens=128,
+        unlearn_forget_limit=None, eval_limit=None, max_tokens=200, attack_limit=100, attack_max_tokens=128,
         throughput_items=32, throughput_max_tokens=64,
     ),  # fmt: skip
 }
@@ -326,7 +327,8 @@ class Run:
         preamble = [
             f"- profile: `{self.profile.name}` (forget split `{self.profile.split}`, retain split `{self.retain_split}`"
             f"{'' if self.profile.retain_rows is None else f', first {self.profile.retain_rows} rows'};"
-            f" items per evaluation split: {self.profile.eval_limit or 'all'})",
+            f" items per evaluation split: {self.profile.eval_limit or 'all'};"
+            f" attack suite on {self.profile.attack_limit or 'all'} forget records)",
             f"- command: `obliviate tofu-report --profile {self.profile.name} --out {self.out}`"
             f" (or `make tofu-report PROFILE={self.profile.name}`)",
             f"- commit: `{_git_commit()}`",
