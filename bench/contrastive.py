@@ -75,8 +75,11 @@ def main() -> int:
     parser.add_argument("--backend", choices=["vllm", "transformers"], default="vllm")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "contrastive.json"))
+    parser.add_argument("--assistant-dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--out", help="default bench/results/contrastive.json (contrastive-bf16.json for bfloat16)")
     args = parser.parse_args()
+    results = Path(__file__).resolve().parent / "results"
+    args.out = args.out or str(results / ("contrastive.json" if args.assistant_dtype == "float32" else "contrastive-bf16.json"))
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -85,7 +88,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-contrastive-") as tmp:
         unlearned = perturbed_copy(main_path, Path(tmp) / "perturbed")
         flags = ["--model-path", str(main_path), "--assistant-base", str(main_path),
-                 "--assistant-unlearned", str(unlearned), "--alpha", "1"]  # fmt: skip
+                 "--assistant-unlearned", str(unlearned), "--alpha", "1", "--assistant-dtype", args.assistant_dtype]  # fmt: skip
         if args.backend == "transformers":
             flags += ["--backend", "transformers"]
         env = {"OBLIVIATE_ADMIN_KEY": ADMIN, "OBLIVIATE_ENGINE_KV_CACHE_GIB": "1", "OBLIVIATE_ENGINE_MAX_MODEL_LEN": "2048"}
@@ -114,6 +117,7 @@ def main() -> int:
                                       "ratio": fused / plain, "meets_target": fused / plain >= target}  # fmt: skip
     result = {
         "backend": args.backend,
+        "assistant_dtype": args.assistant_dtype,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]]},  # fmt: skip
         "workload": {"max_tokens": args.max_tokens, "ignore_eos": True, "greedy": True, "rounds": args.rounds,

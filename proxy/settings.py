@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     assistant_alpha: float = 1.0
     assistant_min_p: float | None = Field(default=0.1, ge=0.0, le=1.0)  # uld plausibility mask
     assistant_top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    assistant_dtype: Literal["float32", "bfloat16"] = "float32"
 
     # Logging.
     log_level: str = "INFO"

@@ -58,8 +58,10 @@ def test_config_validation_and_env_round_trip(tmp_path: Path) -> None:
         ContrastiveConfig(mode="uld", base=tmp_path, unlearned=tmp_path)
     cfg = ContrastiveConfig(mode="offset", alpha=0.75, base=tmp_path / "b", unlearned=tmp_path / "u")
     assert ContrastiveConfig.from_env(cfg.to_env()) == cfg
-    uld = ContrastiveConfig(mode="uld", alpha=2.0, assistant=tmp_path / "a", min_p=None, top_p=0.9)
-    assert ContrastiveConfig.from_env(uld.to_env()) == uld
+    uld = ContrastiveConfig(mode="uld", alpha=2.0, assistant=tmp_path / "a", min_p=None, top_p=0.9, dtype="bfloat16")
+    assert ContrastiveConfig.from_env(uld.to_env()) == uld and uld.to_env()["OBLIVIATE_ASSISTANT_DTYPE"] == "bfloat16"
+    with pytest.raises(ValueError, match="dtype"):
+        ContrastiveConfig(mode="uld", assistant=tmp_path / "a", dtype="float16")
     assert uld.paths == [tmp_path / "a"] and cfg.paths == [tmp_path / "b", tmp_path / "u"]
     assert ContrastiveConfig.from_env({}) is None
 
@@ -117,10 +119,55 @@ def test_batched_decode_matches_one_by_one(tmp_path: Path) -> None:
             for a, b in zip(outs, want):
                 assert torch.allclose(a, b, atol=1e-5)
     assert [s.seen for s in batched] == seqs
+
+    def check(states: list, refs: list, token_lists: list) -> None:
+        got = decoder.advance_many(states, token_lists)
+        for ref, tokens, outs in zip(refs, token_lists, got):
+            for a, b in zip(outs, decoder.advance(ref, tokens)):
+                assert torch.allclose(a, b, atol=1e-5)
+
+    # Sequences joining, leaving, arriving in another order, or decoding alone keep their own logits
+    # (the batched caches are kept while the same sequences decode together, rebuilt otherwise).
+    states, refs = batched + [decoder.new_state()], single + [decoder.new_state()]
+    seqs.append([30, 31, 32, 33])
+    check(states[3:], refs[3:], seqs[3:])  # the newcomer's prefill
+    for step in range(2):
+        seqs = [s + [40 + step + k] for k, s in enumerate(seqs)]
+        order = [3, 1, 0, 2] if step else [0, 1, 2, 3]
+        check([states[k] for k in order], [refs[k] for k in order], [seqs[k] for k in order])
+    seqs = [s + [45 + k] for k, s in enumerate(seqs)]
+    check([states[0], states[2], states[3]], [refs[0], refs[2], refs[3]], [seqs[0], seqs[2], seqs[3]])  # 1 left
+    seqs[2] = seqs[2] + [25]
+    check([states[2]], [refs[2]], [seqs[2]])  # decoding alone, out of its group
+    seqs = [s + [12 + k] for k, s in enumerate(seqs)]
+    check([states[0], states[2], states[3]], [refs[0], refs[2], refs[3]], [seqs[0], seqs[2], seqs[3]])
+    seqs[1] = seqs[1] + [45, 12]  # two tokens behind: a prefill of the missing ones, then with the others
+    check([states[1]], [refs[1]], [seqs[1]])
+    seqs = [s + [16 + k] for k, s in enumerate(seqs)]
+    check(states, refs, seqs)
     # a sequence that diverged from what its cache saw starts over
     fresh = decoder.advance_many([batched[0]], [[7, 7]])[0]
     assert batched[0].seen == [7, 7]
     assert torch.allclose(fresh[0], decoder.advance(decoder.new_state(), [7, 7])[0], atol=1e-5)
+
+
+def test_bfloat16_assistants_give_float32_logits_close_to_the_exact_ones(tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from guards.assistant import ContrastiveDecoder
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+    for name in ("base", "unl"):
+        LlamaForCausalLM(config).save_pretrained(tmp_path / name)
+    exact = ContrastiveDecoder(ContrastiveConfig(base=tmp_path / "base", unlearned=tmp_path / "unl"))
+    fast = ContrastiveDecoder(ContrastiveConfig(base=tmp_path / "base", unlearned=tmp_path / "unl", dtype="bfloat16"))
+    assert all(m.dtype == torch.bfloat16 for m in fast.models)
+    tokens = [1, 2, 3, 4, 5]
+    for a, b in zip(exact.advance(exact.new_state(), tokens), fast.advance(fast.new_state(), tokens)):
+        assert b.dtype == torch.float32 and not torch.equal(a, b)
+        assert torch.allclose(a, b, atol=0.05)
 
 
 def test_uld_decoder_subtracts_its_one_assistant(tmp_path: Path) -> None:
