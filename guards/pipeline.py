@@ -23,7 +23,7 @@ from guards.output_guard import OutputCheckConfig, OutputMonitor, guard_response
 from guards.refusal import refusal_chunks, refusal_response
 from guards.rewrite import rewrite_messages, rewrite_prompt
 from guards.suppression import SuppressionSpec, build_spec
-from proxy.errors import BadRequest, Forbidden
+from proxy.errors import BadRequest
 
 logger = logging.getLogger(__name__)
 
@@ -151,17 +151,11 @@ class GuardPipeline:
     # prompt side ---------------------------------------------------------------------------
     async def begin(self, kind: str, req: Any, principal: Any, request_id: str) -> GuardContext:
         ctx = GuardContext(request_id=request_id, key_id=principal.key_id, is_admin=principal.is_admin, kind=kind)
+        # The ``obliviate`` options are admin only; CompletionService.begin has checked the key.
         forced = req.obliviate.action if req.obliviate and req.obliviate.action else None
-        if forced is not None and not principal.is_admin:
-            raise Forbidden("the 'obliviate.action' field needs the admin key", param="obliviate.action", code="admin_required")
         override = req.obliviate.policy if req.obliviate else None
-        if override is not None and not principal.is_admin:
-            raise Forbidden("the 'obliviate.policy' field needs the admin key", param="obliviate.policy", code="admin_required")
         when_matched = self.request_policy(override) if override is not None else None
         ctx.output_guard = req.obliviate.output_guard if req.obliviate else None
-        if ctx.output_guard is not None and not principal.is_admin:
-            raise Forbidden("the 'obliviate.output_guard' field needs the admin key", param="obliviate.output_guard",
-                            code="admin_required")  # fmt: skip
         if not self.view.is_empty():
             texts = conversation_texts(kind, req)
             if texts:

@@ -25,6 +25,10 @@ class ObliviateOptions(BaseModel):
     policy: str | None = Field(default=None, min_length=1, max_length=200)
     output_guard: Literal["all", "matched", "off"] | None = None
 
+    def given(self) -> list[str]:
+        """The names of the options this request sets."""
+        return [name for name in type(self).model_fields if getattr(self, name) is not None]
+
     @model_validator(mode="after")
     def _one_of(self) -> ObliviateOptions:
         if self.action is not None and self.policy is not None:

@@ -67,23 +67,19 @@ class CompletionService:
         """Validate the model and run the prompt-side guards. Returns the guard context (or None)."""
         self.check_model(req.model)
         self._ensure_ready()
+        options = req.obliviate
+        given = options.given() if options is not None else []
+        if given and not principal.is_admin:  # every ``obliviate`` option is admin only
+            param = f"obliviate.{given[0]}"
+            raise Forbidden(f"the '{param}' field needs the admin key", param=param, code="admin_required")
         if self.pipeline is not None:
             return await self.pipeline.begin(kind, req, principal, request_id)
-        if req.obliviate and req.obliviate.action:
-            if not principal.is_admin:
-                raise Forbidden("the 'obliviate.action' field needs the admin key", param="obliviate.action", code="admin_required")
-            if req.obliviate.action != "pass":
-                raise BadRequest("guards are disabled on this proxy", param="obliviate.action", code="guards_disabled")
-        if req.obliviate and req.obliviate.policy is not None:
-            if not principal.is_admin:
-                raise Forbidden("the 'obliviate.policy' field needs the admin key", param="obliviate.policy", code="admin_required")
-            raise BadRequest("guards are disabled on this proxy", param="obliviate.policy", code="guards_disabled")
-        if req.obliviate and req.obliviate.output_guard is not None:
-            if not principal.is_admin:
-                raise Forbidden("the 'obliviate.output_guard' field needs the admin key", param="obliviate.output_guard",
-                                code="admin_required")  # fmt: skip
-            if req.obliviate.output_guard != "off":
-                raise BadRequest("guards are disabled on this proxy", param="obliviate.output_guard", code="guards_disabled")
+        if options is not None:  # guards are off: only the no-op values are accepted
+            no_op = {"action": options.action in (None, "pass"), "policy": options.policy is None,
+                     "output_guard": options.output_guard in (None, "off")}  # fmt: skip
+            for name, ok in no_op.items():
+                if not ok:
+                    raise BadRequest("guards are disabled on this proxy", param=f"obliviate.{name}", code="guards_disabled")
         return None
 
     def headers(self, ctx: Any) -> dict[str, str]:

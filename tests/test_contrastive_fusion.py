@@ -95,18 +95,24 @@ def test_vocabulary_mismatch_is_a_clear_error(tmp_path: Path, model_path: Path) 
         check_compatible(model_path, [tmp_path / "missing"])
 
 
-def test_batched_decode_matches_one_by_one(tmp_path: Path) -> None:
-    """Sequences of different lengths decoded as one left-padded batch give each sequence's own logits."""
+@pytest.fixture
+def tiny_assistants(tmp_path: Path) -> ContrastiveConfig:
+    """Two tiny random Llama folders (vocabulary of 50) as the offset mode's base and unlearned."""
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from guards.assistant import ContrastiveDecoder
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
     for name in ("base", "unl"):
         LlamaForCausalLM(config).save_pretrained(tmp_path / name)
-    decoder = ContrastiveDecoder(ContrastiveConfig(base=tmp_path / "base", unlearned=tmp_path / "unl"))
+    return ContrastiveConfig(base=tmp_path / "base", unlearned=tmp_path / "unl")
+
+
+def test_batched_decode_matches_one_by_one(tiny_assistants: ContrastiveConfig) -> None:
+    """Sequences of different lengths decoded as one left-padded batch give each sequence's own logits."""
+    from guards.assistant import ContrastiveDecoder
+
+    decoder = ContrastiveDecoder(tiny_assistants)
     seqs = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10, 11]]
     batched = [decoder.new_state() for _ in seqs]
     single = [decoder.new_state() for _ in seqs]
@@ -151,18 +157,13 @@ def test_batched_decode_matches_one_by_one(tmp_path: Path) -> None:
     assert torch.allclose(fresh[0], decoder.advance(decoder.new_state(), [7, 7])[0], atol=1e-5)
 
 
-def test_bfloat16_assistants_give_float32_logits_close_to_the_exact_ones(tmp_path: Path) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+def test_bfloat16_assistants_give_float32_logits_close_to_the_exact_ones(tiny_assistants: ContrastiveConfig) -> None:
+    import dataclasses
 
     from guards.assistant import ContrastiveDecoder
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
-    for name in ("base", "unl"):
-        LlamaForCausalLM(config).save_pretrained(tmp_path / name)
-    exact = ContrastiveDecoder(ContrastiveConfig(base=tmp_path / "base", unlearned=tmp_path / "unl"))
-    fast = ContrastiveDecoder(ContrastiveConfig(base=tmp_path / "base", unlearned=tmp_path / "unl", dtype="bfloat16"))
+    exact = ContrastiveDecoder(tiny_assistants)
+    fast = ContrastiveDecoder(dataclasses.replace(tiny_assistants, dtype="bfloat16"))
     assert all(m.dtype == torch.bfloat16 for m in fast.models)
     tokens = [1, 2, 3, 4, 5]
     for a, b in zip(exact.advance(exact.new_state(), tokens), fast.advance(fast.new_state(), tokens)):

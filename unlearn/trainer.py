@@ -149,7 +149,8 @@ def train(
     parameters = list(method.trainable_parameters(model))
     if not parameters:
         raise ValueError("the model has no trainable parameters")
-    trained = {name: p for name, p in model.named_parameters() if any(p is q for q in parameters)}
+    trained_ids = {id(p) for p in parameters}
+    trained = {name: p for name, p in model.named_parameters() if id(p) in trained_ids}
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(int(config.warmup_ratio * steps), steps))
     logger.info("%s: %d optimizer steps of %d x %d examples on %s (%d trainable tensors)", method.name, steps,
