@@ -119,7 +119,9 @@ def main() -> int:
         "backend": args.backend,
         "assistant_dtype": args.assistant_dtype,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]]},  # fmt: skip
+                    "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]],
+                    # cores vLLM's CPU backend keeps out of its compute threads (default: 1 on this machine)
+                    "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "vLLM default")},  # fmt: skip
         "workload": {"max_tokens": args.max_tokens, "ignore_eos": True, "greedy": True, "rounds": args.rounds,
                      "requests_per_load": "2 x concurrency"},  # fmt: skip
         "flops": {"main_params": main_params, "assistants": 2, "assistant_flops_over_main": assistant_share,

@@ -169,30 +169,39 @@ class ContrastiveDecoder:
         for path in config.paths:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, config.dtype)).to(self.device)
             model.eval()
+            if self.device.type == "cpu" and config.dtype == "float32":  # measured faster only there
+                from guards.assistant_speed import pretranspose_linears
+
+                pretranspose_linears(model)
             self.models.append(model)
         self.vocab_size = int(self.models[0].config.vocab_size)
         logger.info("contrastive decoding (%s, alpha=%s) with assistants %s", config.mode, config.alpha,
                     ", ".join(str(p) for p in config.paths))  # fmt: skip
 
     def new_state(self) -> SequenceState:
-        return SequenceState(caches=[None] * len(self.models))
+        return SequenceState(caches=self._empty_caches())
+
+    def _empty_caches(self) -> list[Any]:
+        from guards.assistant_speed import GrowingCache
+
+        return [GrowingCache() for _ in self.models]
 
     def _sync(self, state: SequenceState, tokens: Sequence[int]) -> None:
         """Start over when the sequence no longer extends what the assistants saw (e.g. preemption)."""
         n = len(state.seen)
         if n and (len(tokens) < n or list(tokens[:n]) != state.seen):
-            state.caches, state.seen, state.last, state.group = [None] * len(self.models), [], None, None
+            state.caches, state.seen, state.last, state.group = self._empty_caches(), [], None, None
 
     def _own_caches(self, state: SequenceState) -> list[Any]:
         """The sequence's caches on their own, cut out of its group's batched caches when it has one."""
         if state.group is None:
             return state.caches
-        from transformers import DynamicCache
+        from guards.assistant_speed import GrowingCache
 
         n = len(state.seen)
         own = []
         for batched in state.group.caches:
-            cache = DynamicCache()
+            cache = GrowingCache()
             for layer, entry in enumerate(batched.layers):
                 length = entry.keys.shape[2]
                 cache.update(entry.keys[state.row : state.row + 1, :, length - n :],
@@ -276,13 +285,14 @@ class ContrastiveDecoder:
     def _new_group(self, states: Sequence[SequenceState], lengths: Sequence[int]) -> _Group:
         """Left-pad the sequences' caches into one batched cache per assistant."""
         import torch
-        from transformers import DynamicCache
+
+        from guards.assistant_speed import GrowingCache
 
         own = [self._own_caches(s) for s in states]
         longest = max(lengths)
         caches = []
         for i in range(len(self.models)):
-            cache = DynamicCache()
+            cache = GrowingCache()
             for layer in range(len(own[0][i].layers)):
                 keys = [o[i].layers[layer].keys for o in own]
                 values = [o[i].layers[layer].values for o in own]

@@ -1,0 +1,79 @@
+"""Two exact speed-ups for the assistants' small-batch CPU decoding (transformers models).
+
+* :func:`pretranspose_linears`: every ``nn.Linear`` keeps its weight as a contiguous ``[in, out]``
+  matrix and multiplies ``x @ W_t``. For the few rows of a decode step MKL runs this layout about
+  2x faster than ``F.linear``'s ``x @ W.T`` on the 2-core CPU of our CI machine (the same products
+  and sums; logits equal to the last bit in our checks). A tied ``lm_head`` gets its own
+  transposed copy (vocab x hidden floats more memory per assistant); the embedding stays as it is.
+* :class:`GrowingCache`: a ``DynamicCache`` whose layers write into a preallocated buffer with
+  headroom instead of concatenating the whole cache every step (``torch.cat`` of every layer's
+  keys and values was ~10% of a batched decode step).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+
+class TransposedLinear(nn.Module):
+    """``y = x @ weight_t (+ bias)``, the same map as the ``nn.Linear`` it replaces."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight_t = nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x @ self.weight_t
+        return y if self.bias is None else y + self.bias
+
+
+def pretranspose_linears(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.Linear`` in an inference-only model by a :class:`TransposedLinear`."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear):
+            model.set_submodule(name, TransposedLinear(module))
+    return model
+
+
+class GrowingLayer(DynamicLayer):
+    """A :class:`DynamicLayer` that appends into a buffer with headroom; ``keys``/``values`` are views."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self._buffers_kv: tuple[torch.Tensor, torch.Tensor] | None = None
+        old = self.get_seq_length()
+        new = old + key_states.shape[-2]
+        buffers = self._buffers_kv
+        reusable = (
+            buffers is not None and new <= buffers[0].shape[-2] and buffers[0].shape[:2] == key_states.shape[:2]
+            and self.keys.data_ptr() == buffers[0].data_ptr()  # keys is still our view (not cropped/reselected)
+        )  # fmt: skip
+        if not reusable:
+            capacity = new + max(64, new // 2)
+            buffers = tuple(
+                states.new_empty((*states.shape[:2], capacity, states.shape[-1])) for states in (key_states, value_states)
+            )
+            if old:
+                buffers[0][:, :, :old] = self.keys
+                buffers[1][:, :, :old] = self.values
+            self._buffers_kv = buffers
+        buffers[0][:, :, old:new] = key_states
+        buffers[1][:, :, old:new] = value_states
+        self.keys, self.values = buffers[0][:, :, :new], buffers[1][:, :, :new]
+        return self.keys, self.values
+
+
+class GrowingCache(DynamicCache):
+    """A ``DynamicCache`` made of :class:`GrowingLayer` s (created as the model writes each layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer_class_to_replicate = GrowingLayer
