@@ -1,4 +1,4 @@
-"""Two exact speed-ups for the assistants' small-batch CPU decoding (transformers models).
+"""Two speed-ups for the assistants' small-batch CPU decoding (transformers models); results equal up to float rounding.
 
 * :func:`pretranspose_linears`: every ``nn.Linear`` keeps its weight as a contiguous ``[in, out]``
   matrix and multiplies ``x @ W_t``. For the few rows of a decode step MKL runs this layout about
