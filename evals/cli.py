@@ -29,7 +29,8 @@ def _positive_int(value: str) -> int:
 def _add_system_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("system under test")
     group.add_argument("--system", required=True,
-                       help="hf:PATH (a local HF model folder) or an OpenAI-compatible base URL ending in /v1")  # fmt: skip
+                       help="hf:PATH (a local HF model folder, generating with transformers), vllm:PATH (the same, generating "
+                       "on the real vLLM) or an OpenAI-compatible base URL ending in /v1")  # fmt: skip
     group.add_argument("--name", help="name in the report (default: folder name, or proxy-<policy>)")
     group.add_argument("--model", help="endpoint: model id (default smollm2-135m-instruct)")
     group.add_argument("--api-key", help="endpoint: client key (default $OBLIVIATE_API_KEY, else the admin key)")
@@ -145,7 +146,7 @@ def cmd_tofu_report(args: argparse.Namespace) -> int:
     from evals import pipeline
 
     _prepare()
-    path = pipeline.run(args.out, pipeline.PROFILES[args.profile])
+    path = pipeline.run(args.out, pipeline.PROFILES[args.profile], folder_generation=args.folder_generation)
     print(path)
     return 0
 
@@ -185,6 +186,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "system (weight-level and proxy modes) and write the report; resumable")  # fmt: skip
     pipe.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     pipe.add_argument("--out", type=Path, required=True, help="work folder (models, evaluations, report); reused on rerun")
+    pipe.add_argument("--folder-generation", choices=["vllm", "transformers"],
+                      help="how the model-folder systems generate: the real vLLM (default of the full profile) or "
+                      "transformers generate (default of the quick profile)")  # fmt: skip
     pipe.set_defaults(func=cmd_tofu_report, parser=pipe)
 
 

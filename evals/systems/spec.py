@@ -1,6 +1,8 @@
 """Open a system under test from its command-line spec.
 
 - ``hf:PATH`` (or an existing folder): a local HF model folder, run in-process.
+- ``vllm:PATH``: a local HF model folder that generates on the real vLLM (``obliviate serve`` on
+  it with nothing to forget, started and stopped with the evaluation) and scores in-process.
 - ``http://HOST:PORT/v1`` (any OpenAI-compatible endpoint, the proxy in particular): generation
   through the API; scoring through the proxy's ``/admin/score`` when an admin key is given.
 """
@@ -29,8 +31,13 @@ class SystemSpec:
         return self.target.startswith(("http://", "https://"))
 
     @property
+    def served(self) -> bool:
+        return self.target.startswith("vllm:")
+
+    @property
     def folder(self) -> Path:
-        return Path(self.target[3:] if self.target.startswith("hf:") else self.target).expanduser()
+        prefix = next((p for p in ("hf:", "vllm:") if self.target.startswith(p)), "")
+        return Path(self.target[len(prefix) :]).expanduser()
 
     def default_name(self) -> str:
         if self.name:
@@ -45,7 +52,8 @@ class SystemSpec:
         if self.policy or self.output_guard:
             raise ValueError("--policy/--output-guard apply to an endpoint (the proxy), not to a model folder")
         if not (self.folder / "config.json").is_file():
-            raise ValueError(f"{self.folder}: not an HF model folder (no config.json); use hf:PATH or an http(s) URL")
+            raise ValueError(f"{self.folder}: not an HF model folder (no config.json); use hf:PATH, vllm:PATH or an "
+                             "http(s) URL")  # fmt: skip
 
 
 def open_system(spec: SystemSpec) -> System:
@@ -62,6 +70,10 @@ def open_system(spec: SystemSpec) -> System:
             name=spec.default_name(),
             output_guard=spec.output_guard,
         )
+    if spec.served:
+        from evals.systems.served import ServedFolderSystem
+
+        return ServedFolderSystem(spec.folder, name=spec.default_name())
     from evals.systems.hf import HFSystem
 
     return HFSystem(spec.folder, name=spec.default_name())
