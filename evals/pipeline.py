@@ -11,7 +11,7 @@ several sittings):
 3. ``unlearn-<method>``: GA, GradDiff, NPO, SimNPO and RMU run on the target with the forget split.
 4. ``eval-<system>``: TOFU metrics, the attack suite and decoding throughput of each system: the
    retain model (first: the others' forget quality needs its truth ratios), the target, each
-   weight-level method's output, and the proxy serving the target on the real embedded vLLM in
+   weight-level method's output (generating as ``FOLDER_GENERATION`` says), and the proxy serving the target on the real embedded vLLM in
    each mode (``PROXY_MODES``: pass-through, refuse, rewrite, suppress, contrastive against the NPO
    model as the unlearned assistant, and the full stack), with the forget split as its forget set.
 5. ``report``: ``report/REPORT.md`` and the plots.
@@ -57,6 +57,13 @@ PROXY_MODES: dict[str, tuple[str, str]] = {
     "full": ("rewrite+suppress+contrastive", "all"),
 }
 CONTRASTIVE_ASSISTANT = "npo"  # the weight-unlearned assistant of the contrastive mode
+# How the model-folder systems generate: "vllm" (evals.systems.served: the real vLLM behind the
+# proxy with nothing to forget, as the proxy systems generate; several times the throughput of
+# batched transformers generate on the full profile's 200-token answers) or "transformers"
+# (in-process generate, no server start per system: what the quick profile uses). Kept out of
+# Profile so that changing it never invalidates a trained model; it is part of each folder
+# evaluation's stage configuration.
+FOLDER_GENERATION = {"quick": "transformers", "full": "vllm"}
 
 
 @dataclass(frozen=True)
@@ -164,9 +171,13 @@ class Stage:
 
 # the run -----------------------------------------------------------------------------------------
 class Run:
-    def __init__(self, out: Path, profile: Profile, checkpoint_every_s: float = 600.0) -> None:
+    def __init__(self, out: Path, profile: Profile, checkpoint_every_s: float = 600.0,
+                 folder_generation: str | None = None) -> None:  # fmt: skip
         self.out = Path(out)
         self.profile = profile
+        self.folder_generation = folder_generation or FOLDER_GENERATION.get(profile.name, "transformers")
+        if self.folder_generation not in ("vllm", "transformers"):
+            raise ValueError(f"folder_generation must be 'vllm' or 'transformers', got {self.folder_generation!r}")
         self.checkpoint_every_s = checkpoint_every_s
         self.records: dict[str, dict[str, Any]] = {}
         self.retain_split = RETAIN_SPLIT[profile.split]
@@ -275,10 +286,12 @@ class Run:
 
     def evaluate_folder(self, name: str, model: Path, retain_eval: Path | None) -> Path:
         from evals.systems.hf import HFSystem
+        from evals.systems.served import ServedFolderSystem
 
         record = self.records.get(f"unlearn-{name}") or self.records.get(name) or {}
-        return self.evaluate(name, lambda: HFSystem(model, name=name), {"model": str(model), "trained": record.get("digest")},
-                             retain_eval, model)  # fmt: skip
+        system = ServedFolderSystem if self.folder_generation == "vllm" else HFSystem
+        config = {"model": str(model), "trained": record.get("digest"), "generation": self.folder_generation}
+        return self.evaluate(name, lambda: system(model, name=name), config, retain_eval, model)
 
     def evaluate_proxy(self, target: Path, assistant: Path | None, forget_file: Path, retain_eval: Path) -> list[Path]:
         modes = {mode: PROXY_MODES[mode] for mode in self.profile.proxy_modes}
@@ -408,5 +421,5 @@ class served_proxy:  # noqa: N801 - a context manager, used like a function
         self.proxy.stop()
 
 
-def run(out: Path, profile: Profile) -> Path:
-    return Run(out, profile)()
+def run(out: Path, profile: Profile, folder_generation: str | None = None) -> Path:
+    return Run(out, profile, folder_generation=folder_generation)()

@@ -1,7 +1,8 @@
 """Decoding throughput of a system under test, for the report's tokens/s column.
 
 The same greedy requests go to every system in one batch call of ``System.generate``: HF folders
-decode them as one padded batch, endpoints as concurrent requests. Two workloads: the first retain
+decode them in left-padded batches (``hf:``) or as concurrent requests to their own vLLM server
+(``vllm:``), endpoints as concurrent requests. Two workloads: the first retain
 questions (ordinary traffic, which a proxy's guard lets through) and the first forget questions
 (traffic the guard acts on: rewritten, suppressed, fused with the assistant, or refused). Generated
 tokens are what the system reports (usage) or, failing that, the served model's tokenizer count of
