@@ -1,6 +1,7 @@
 """Evaluation generation throughput for a model folder: transformers ``generate`` (``hf:PATH``,
-batches of 8 with left padding) against the real vLLM (``vllm:PATH``, 8 concurrent requests), in
-the same run, on the same TOFU questions, greedy, at the full tofu-report profile's answer length.
+batches of 8 with left padding) against the real vLLM (``vllm:PATH``, 8 concurrent requests, the
+like-for-like comparison, and 32, what ``vllm:`` systems use), in the same run, on the same TOFU
+questions, greedy, at the full tofu-report profile's answer length.
 
 Writes bench/results/eval_generation.json: generated tokens, wall time and tokens/s of each, the
 vLLM server's start-up time (paid once per evaluated folder), and how many greedy answers agree.
@@ -62,31 +63,35 @@ def main() -> None:
         local.close()
     logger.info("transformers generate: %s", hf_run)
 
-    served = ServedFolderSystem(model)
-    try:
-        start = time.perf_counter()
-        served.generate(chats[:1], max_tokens=1)  # starts the proxy and its vLLM engine
-        startup = time.perf_counter() - start
-        got, vllm_run = timed_generate(served, chats, args.max_tokens)
-    finally:
-        served.close()
-    logger.info("vLLM: %s (start-up %.1f s)", vllm_run, startup)
+    vllm_runs, identical = {}, {}
+    for concurrency in (8, 32):
+        served = ServedFolderSystem(model, concurrency=concurrency)
+        try:
+            start = time.perf_counter()
+            served.generate(chats[:1], max_tokens=1)  # starts the proxy and its vLLM engine
+            startup = time.perf_counter() - start
+            got, run = timed_generate(served, chats, args.max_tokens)
+        finally:
+            served.close()
+        vllm_runs[f"c{concurrency}"] = run | {"startup_s": round(startup, 1)}
+        identical[f"c{concurrency}"] = sum(g.text == w.text for g, w in zip(got, want))
+        logger.info("vLLM, %d concurrent: %s", concurrency, vllm_runs[f"c{concurrency}"])
 
     report = {
         "model": str(model),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]]},  # fmt: skip
         "workload": {"questions": len(chats), "split": "forget10", "max_tokens": args.max_tokens, "greedy": True,
-                     "transformers_batch": local.batch_size, "vllm_concurrency": served.concurrency},  # fmt: skip
+                     "transformers_batch": local.batch_size},  # fmt: skip
         "transformers_generate": hf_run,
-        "vllm": vllm_run | {"startup_s": round(startup, 1)},
-        "speedup": round(vllm_run["tokens_per_s"] / hf_run["tokens_per_s"], 2),
-        "identical_answers": sum(g.text == w.text for g, w in zip(got, want)),
+        "vllm": vllm_runs,
+        "speedup": {k: round(v["tokens_per_s"] / hf_run["tokens_per_s"], 2) for k, v in vllm_runs.items()},
+        "identical_answers": identical,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    logger.info("wrote %s: speed-up %.2fx, %d/%d identical answers", args.out, report["speedup"],
-                report["identical_answers"], len(chats))  # fmt: skip
+    logger.info("wrote %s: speed-up %s, identical answers (of %d) %s", args.out, report["speedup"], len(chats),
+                report["identical_answers"])  # fmt: skip
 
 
 if __name__ == "__main__":

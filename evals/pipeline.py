@@ -64,6 +64,7 @@ CONTRASTIVE_ASSISTANT = "npo"  # the weight-unlearned assistant of the contrasti
 # Profile so that changing it never invalidates a trained model; it is part of each folder
 # evaluation's stage configuration.
 FOLDER_GENERATION = {"quick": "transformers", "full": "vllm"}
+EVAL_CONCURRENCY = 32  # requests in flight to a served folder or the proxy (vLLM batches them)
 
 
 @dataclass(frozen=True)
@@ -289,16 +290,20 @@ class Run:
         from evals.systems.served import ServedFolderSystem
 
         record = self.records.get(f"unlearn-{name}") or self.records.get(name) or {}
-        system = ServedFolderSystem if self.folder_generation == "vllm" else HFSystem
-        config = {"model": str(model), "trained": record.get("digest"), "generation": self.folder_generation}
-        return self.evaluate(name, lambda: system(model, name=name), config, retain_eval, model)
+        if self.folder_generation == "vllm":
+            config = {"generation": "vllm", "concurrency": EVAL_CONCURRENCY}
+            factory = functools.partial(ServedFolderSystem, model, name=name, concurrency=EVAL_CONCURRENCY)
+        else:
+            config, factory = {"generation": "transformers"}, functools.partial(HFSystem, model, name=name)
+        return self.evaluate(name, factory, {"model": str(model), "trained": record.get("digest"), **config},
+                             retain_eval, model)  # fmt: skip
 
     def evaluate_proxy(self, target: Path, assistant: Path | None, forget_file: Path, retain_eval: Path) -> list[Path]:
         modes = {mode: PROXY_MODES[mode] for mode in self.profile.proxy_modes}
         names = {mode: f"proxy-{mode}" for mode in modes}
         target_digest = (self.records.get("target") or {}).get("digest")
         configs = {mode: {"model": str(target), "trained": target_digest, "policy": policy, "output_guard": guard,
-                          "assistant": str(assistant) if assistant else None}
+                          "assistant": str(assistant) if assistant else None, "concurrency": EVAL_CONCURRENCY}
                    for mode, (policy, guard) in modes.items()}  # fmt: skip
         stages = {mode: self._eval_stage(names[mode], configs[mode], retain_eval) for mode in modes}
         if all(self._stage(*stages[mode]).done() for mode in modes):  # no need to start the proxy
@@ -309,7 +314,7 @@ class Run:
             return [
                 self.evaluate(names[mode], functools.partial(EndpointSystem, proxy.base_url, PROXY_MODEL_ID,
                               api_key=proxy.admin_key, admin_key=proxy.admin_key, policy=policy, name=names[mode],
-                              output_guard=guard), configs[mode], retain_eval, target)
+                              output_guard=guard, concurrency=EVAL_CONCURRENCY), configs[mode], retain_eval, target)
                 for mode, (policy, guard) in modes.items()
             ]  # fmt: skip
 

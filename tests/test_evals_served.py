@@ -78,10 +78,11 @@ def test_tofu_report_folder_generation_is_per_profile_and_stays_out_of_training_
     train = {"data": "d", "base": "b", "train": {}}
     assert full._checkpointing("target", train).folder == other._checkpointing("target", train).folder
 
-    built: list[tuple[Path, str]] = []
-    monkeypatch.setattr(served, "ServedFolderSystem", lambda model, name: built.append((model, name)) or "system")
+    built: list[tuple[Path, str, int]] = []
+    monkeypatch.setattr(served, "ServedFolderSystem",
+                        lambda model, name, concurrency: built.append((model, name, concurrency)) or "system")
     captured: dict = {}
     monkeypatch.setattr(full, "evaluate", lambda name, factory, config, *rest: captured.update(system=factory(), config=config))
     full.evaluate_folder("target", tmp_path / "model", None)
-    assert captured["system"] == "system" and built == [(tmp_path / "model", "target")]
-    assert captured["config"]["generation"] == "vllm"
+    assert captured["system"] == "system" and built == [(tmp_path / "model", "target", pipeline.EVAL_CONCURRENCY)]
+    assert captured["config"]["generation"] == "vllm" and captured["config"]["concurrency"] == pipeline.EVAL_CONCURRENCY
