@@ -2,7 +2,9 @@
 
 Stages, each cached under the work folder (a stage whose record matches its configuration is not
 run again, so an interrupted run continues where it stopped and a long one can be completed over
-several sittings):
+several sittings). Within a stage, training saves a checkpoint every 10 minutes and an evaluation
+keeps every generation and score as it comes (:mod:`evals.systems.cached`), both under
+``checkpoints/<stage>-<digest>``, so an interrupted stage resumes too and loses minutes, not hours:
 
 1. ``data``: the training files (the target's and the retain model's QA data).
 2. ``target``: the bundled SmolLM2-135M-Instruct fine-tuned on TOFU ``full`` (the model that knows
@@ -223,7 +225,8 @@ class Run:
         def work(folder: Path) -> dict[str, Any]:
             checkpoint = self._checkpointing(name, stage_config)
             result = train_pipeline.finetune(base, data_file, folder / "model", config, checkpoint=checkpoint)
-            return {"train": result.to_dict() | {"history": None}}
+            return {"train": result.to_dict() | {"history": None},
+                    "earlier_sittings_s": round(result.resumed_seconds, 1)}  # fmt: skip
 
         self.stage(name, self.out / "models" / name, stage_config, work)
         return self.out / "models" / name / "model"
@@ -244,46 +247,57 @@ class Run:
             retain = data / "retain.jsonl" if method.uses_retain else None
             result = train_pipeline.unlearn(method, target, data / "forget.jsonl", retain, folder / "model", config,
                                             None, limits, checkpoint=self._checkpointing(name, stage_config))  # fmt: skip
-            return {"train": result.to_dict() | {"history": None}}
+            return {"train": result.to_dict() | {"history": None},
+                    "earlier_sittings_s": round(result.resumed_seconds, 1)}  # fmt: skip
 
         self.stage(name, self.out / "models" / method_name, stage_config, work)
         return self.out / "models" / method_name / "model"
 
+    def _resume_folder(self, name: str, config: dict[str, Any]) -> Path:
+        """Where a stage keeps what it has done while it runs (outside the stage's folder, which a new
+        attempt clears; named by the stage's digest so another configuration starts over)."""
+        return self.out / "checkpoints" / f"{name}-{_digest(self._stage(name, self.out, config).config)}"
+
     def _checkpointing(self, name: str, config: dict[str, Any]) -> Any:
-        """Where a training stage saves its state while it runs (kept outside the stage's folder,
-        which a new attempt clears; named by the stage's digest so another configuration starts over)."""
+        """A training stage's checkpoints (in :meth:`_resume_folder`)."""
         from unlearn.trainer import Checkpointing
 
-        digest = _digest(self._stage(name, self.out, config).config)
-        return Checkpointing(self.out / "checkpoints" / f"{name}-{digest}", every_s=self.checkpoint_every_s)
+        return Checkpointing(self._resume_folder(name, config), every_s=self.checkpoint_every_s)
 
     # evaluation -----------------------------------------------------------------------------------
     def evaluate(self, name: str, system_factory: Callable[[], Any], config: dict[str, Any],
                  retain_eval: Path | None, tokenizer_dir: Path) -> Path:  # fmt: skip
         from evals import attacks, tofu_run
         from evals.logs import read_eval
+        from evals.systems.cached import CachedSystem
         from evals.throughput import measure_workloads, write_throughput
 
         p = self.profile
 
+        stage_name, folder, stage_config = self._eval_stage(name, config, retain_eval)
+        results_file = self._resume_folder(stage_name, stage_config) / "results.jsonl"
+
         def work(folder: Path) -> dict[str, Any]:
             system = system_factory()
-            try:
+            try:  # TOFU and the attacks resume from the results an interrupted attempt kept
+                kept = CachedSystem(system, results_file)
                 retain_logs = read_eval(retain_eval, "TOFU") if retain_eval is not None else None
-                results = tofu_run.run_tofu(system, p.split, limit=p.eval_limit, retain_logs=retain_logs,
+                results = tofu_run.run_tofu(kept, p.split, limit=p.eval_limit, retain_logs=retain_logs,
                                             max_tokens=p.max_tokens)  # fmt: skip
                 tofu_run.write_tofu(folder, results)
-                attack_result = attacks.run_attacks(system, p.split, limit=p.attack_limit, max_tokens=p.attack_max_tokens)
+                attack_result = attacks.run_attacks(kept, p.split, limit=p.attack_limit, max_tokens=p.attack_max_tokens)
                 attacks.write_attacks(folder, attack_result)
                 write_throughput(folder, measure_workloads(system, retain_split=self.retain_split, forget_split=p.split,
                                                            items=p.throughput_items, max_tokens=p.throughput_max_tokens,
                                                            tokenizer_dir=tokenizer_dir))  # fmt: skip
             finally:
                 system.close()
-            return {}
+            return {"results_reused": kept.reused, "results_computed": kept.computed,
+                    "earlier_sittings_s": round(kept.reused_seconds, 1)}  # fmt: skip
 
-        stage_name, folder, stage_config = self._eval_stage(name, config, retain_eval)
-        return self.stage(stage_name, folder, stage_config, work)
+        done = self.stage(stage_name, folder, stage_config, work)
+        shutil.rmtree(results_file.parent, ignore_errors=True)
+        return done
 
     def evaluate_folder(self, name: str, model: Path, retain_eval: Path | None) -> Path:
         from evals.systems.hf import HFSystem
@@ -341,7 +355,8 @@ class Run:
     def report(self, folders: Sequence[Path], seconds: float) -> Path:
         from evals.report import write_report
 
-        stage_seconds = sum(float(r.get("seconds", 0)) for r in self.records.values())
+        # a stage's own seconds are its last sitting's; what resumed stages did before is added
+        stage_seconds = sum(float(r.get("seconds", 0)) + float(r.get("earlier_sittings_s", 0)) for r in self.records.values())
         preamble = [
             f"- profile: `{self.profile.name}` (forget split `{self.profile.split}`, retain split `{self.retain_split}`"
             f"{'' if self.profile.retain_rows is None else f', first {self.profile.retain_rows} rows'};"
@@ -350,8 +365,8 @@ class Run:
             f"- command: `obliviate tofu-report --profile {self.profile.name} --out {self.out}`"
             f" (or `make tofu-report PROFILE={self.profile.name}`)",
             f"- commit: `{_git_commit()}`",
-            f"- wall time: {stage_seconds / 60:.1f} min over all stages (this sitting: {seconds / 60:.1f} min);"
-            f" per stage in `*/stage.json`",
+            f"- wall time: {stage_seconds / 60:.1f} min over all stages, earlier sittings of resumed stages included"
+            f" (this sitting: {seconds / 60:.1f} min); per stage in `*/stage.json` (`seconds` + `earlier_sittings_s`)",
             f"- machine: {os.cpu_count()} CPUs" + (", CUDA" if _has_cuda() else ", no GPU"),
             "- proxy modes (`proxy-<mode>`): the target served by the real embedded vLLM behind the proxy, the forget"
             " split as its forget set; each mode's actions apply when the guard matches: "

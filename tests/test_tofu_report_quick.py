@@ -80,4 +80,6 @@ def test_rerun_continues_from_the_cache(run_dir: Path, caplog: pytest.LogCapture
     ran = [r.getMessage() for r in caplog.records if r.getMessage().endswith(": running")]
     assert ran == ["stage eval-ga: running"]
     assert {p: p.read_text() for p in before} == before  # the other stages were not redone
-    assert (run_dir / "evals" / "ga" / "stage.json").is_file()
+    record = json.loads((run_dir / "evals" / "ga" / "stage.json").read_text())
+    assert record["results_computed"] > 0 and record["results_reused"] == 0  # nothing was kept: it had finished
+    assert not list((run_dir / "checkpoints").glob("*"))  # each stage removed what it kept while it ran

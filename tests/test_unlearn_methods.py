@@ -207,6 +207,8 @@ def test_interrupted_training_resumes_exactly(tmp_path, name: str) -> None:
     resumed, resumed_result = _tiny_training(tmp_path, UNLEARNING_METHODS[name](), 6, Checkpointing(folder, every_steps=2))
     assert not folder.exists()  # removed once training is done
     assert resumed_result.steps == 6 and resumed_result.examples == straight_result.examples
+    # the time of the steps before the checkpoint counts, and says it came from the earlier sitting
+    assert straight_result.resumed_seconds == 0 and 0 < resumed_result.resumed_seconds < resumed_result.seconds
     assert [h["loss"] for h in resumed_result.history] == pytest.approx([h["loss"] for h in straight_result.history])
     for (n, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), n

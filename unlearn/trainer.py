@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 class TrainResult:
     steps: int
     examples: int
-    seconds: float
+    seconds: float  # training time in all, earlier sittings (resumed checkpoints) included
     history: list[dict[str, float]] = field(default_factory=list)  # one record per optimizer step
+    resumed_seconds: float = 0.0  # the part of ``seconds`` spent before the checkpoint it resumed from
 
     @property
     def steps_per_second(self) -> float:
@@ -212,7 +213,7 @@ def train(
                 on_step(step + 1)
     model.eval()
     seconds = seconds_before + time.perf_counter() - started
-    result = TrainResult(steps=steps, examples=examples, seconds=seconds, history=history)
+    result = TrainResult(steps=steps, examples=examples, seconds=seconds, history=history, resumed_seconds=seconds_before)
     logger.info("%s: %d steps in %.1f s (%.3f steps/s)", method.name, steps, result.seconds, result.steps_per_second)
     if checkpoint is not None:
         checkpoint.clear()
