@@ -52,17 +52,19 @@ def _chats(n: int) -> list[ChatItem]:
 def test_results_come_back_from_the_file_without_asking_again(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
     first = CachedSystem(CountingSystem(), path, chunk=4)
-    gens = first.generate(_chats(10), max_tokens=8)
+    items = _chats(10) + _chats(2)  # an item asked for twice in one attempt is computed once, not "reused"
+    gens = first.generate(items, max_tokens=8)
     scores = first.score([ScoreItem([{"role": "user", "content": "q"}], "forbidden"),
                           ScoreItem([{"role": "user", "content": "q"}], "an answer")], vocab_stats=True)  # fmt: skip
     assert first.system.calls == 3 + 1 and first.computed == 12 and first.reused == 0
 
     again = CachedSystem(CountingSystem(), path, chunk=4)
-    assert again.generate(_chats(10), max_tokens=8) == gens
+    assert again.generate(items, max_tokens=8) == gens and gens[10:] == gens[:2]
     rescored = again.score([ScoreItem([{"role": "user", "content": "q"}], "forbidden"),
                             ScoreItem([{"role": "user", "content": "q"}], "an answer")], vocab_stats=True)  # fmt: skip
     assert rescored == scores and rescored[0].logprobs[0] == -math.inf
     assert again.system.calls == 0 and again.reused == 12 and again.computed == 0
+    assert again.reused_seconds == pytest.approx(sum(json.loads(line)["seconds"] for line in path.read_text().splitlines()))
     # another max_tokens or vocab_stats is another question: asked, not answered from the file
     again.generate(_chats(1), max_tokens=9)
     again.score([ScoreItem([{"role": "user", "content": "q"}], "an answer")], vocab_stats=False)

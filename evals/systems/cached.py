@@ -41,18 +41,20 @@ def _key(call: str, item: ChatItem | ScoreItem, **params: Any) -> str:
 
 class CachedSystem:
     """``CachedSystem(system, path, chunk=128)``: ``system`` with its results kept in ``path``.
-    ``reused`` / ``computed`` count the results answered from the file / by ``system`` so far;
-    ``reused_seconds`` is what computing the reused results took when they were made."""
+    ``reused``: the distinct results an earlier attempt had kept that were asked for again;
+    ``reused_seconds``: what computing them took then; ``computed``: the results ``system`` made
+    in this attempt (an item asked for twice in one attempt is computed once)."""
 
     def __init__(self, system: System, path: str | os.PathLike[str], *, chunk: int = DEFAULT_CHUNK) -> None:
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
         self.system, self.name, self.path, self.chunk = system, system.name, Path(path), chunk
-        self.reused = self.computed = 0
-        self.reused_seconds = 0.0
+        self.computed = 0
         self._results: dict[str, dict[str, Any]] = {}
         self._seconds: dict[str, float] = {}  # per key: its chunk's compute time / chunk size
         self._load()
+        self._earlier = set(self._results)  # what the file held when this attempt began
+        self._reused: set[str] = set()
 
     def describe(self) -> dict[str, str]:
         return self.system.describe()
@@ -76,6 +78,14 @@ class CachedSystem:
         return [ScoredAnswer(**{k: list(v) if isinstance(v, list) else v for k, v in r.items()})
                 for r in self._through(keys, items, compute)]  # fmt: skip
 
+    @property
+    def reused(self) -> int:
+        return len(self._reused)
+
+    @property
+    def reused_seconds(self) -> float:
+        return sum(self._seconds[key] for key in self._reused)
+
     def close(self) -> None:
         self.system.close()
 
@@ -86,8 +96,7 @@ class CachedSystem:
         for key, item in zip(keys, items, strict=True):
             if key not in self._results:
                 missing.setdefault(key, item)
-        self.reused += sum(1 for key in set(keys) if key not in missing)
-        self.reused_seconds += sum(self._seconds.get(key, 0.0) for key in set(keys) if key not in missing)
+        self._reused.update(key for key in keys if key in self._earlier)
         pending = list(missing.items())
         for start in range(0, len(pending), self.chunk):
             part = pending[start : start + self.chunk]
