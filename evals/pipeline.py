@@ -2,9 +2,10 @@
 
 Stages, each cached under the work folder (a stage whose record matches its configuration is not
 run again, so an interrupted run continues where it stopped and a long one can be completed over
-several sittings). Within a stage, training saves a checkpoint every 10 minutes and an evaluation
-keeps every generation and score as it comes (:mod:`evals.systems.cached`), both under
-``checkpoints/<stage>-<digest>``, so an interrupted stage resumes too and loses minutes, not hours:
+several sittings). Within a stage, training saves a checkpoint every 10 minutes (and before it
+stops on SIGTERM or Ctrl-C) and an evaluation keeps every generation and score as it comes
+(:mod:`evals.systems.cached`), both under ``checkpoints/<stage>-<digest>``, so an interrupted stage
+resumes too and loses minutes, not hours:
 
 1. ``data``: the training files (the target's and the retain model's QA data).
 2. ``target``: the bundled SmolLM2-135M-Instruct fine-tuned on TOFU ``full`` (the model that knows

@@ -217,3 +217,45 @@ def test_interrupted_training_resumes_exactly(tmp_path, name: str) -> None:
         _tiny_training(tmp_path, UNLEARNING_METHODS[name](), 6, Checkpointing(folder, every_steps=2), stop_at_4)
     _, other = _tiny_training(tmp_path, UNLEARNING_METHODS[name](), 8, Checkpointing(folder, every_steps=2))
     assert len(other.history) == 8 and other.history[0]["loss"] == pytest.approx(straight_result.history[0]["loss"])
+
+
+@pytest.mark.parametrize("at_step", [3, 6])
+def test_sigterm_saves_then_stops_and_the_run_resumes(tmp_path, at_step: int) -> None:
+    """SIGTERM mid-run (or during the last step, before the caller saved the model) saves the state
+    at the end of that step and stops with status 143; the next run continues from it and ends
+    where a straight run ends. Without a checkpoint folder the signal is not ours to handle."""
+    import os
+    import signal
+
+    from unlearn.trainer import Checkpointing, TrainingStopped
+
+    straight, straight_result = _tiny_training(tmp_path, UNLEARNING_METHODS["npo"](), steps=6)
+
+    def sigterm_at(step: int) -> None:
+        if step == at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    folder = tmp_path / "ckpt"
+    with pytest.raises(TrainingStopped) as stopped:
+        _tiny_training(tmp_path, UNLEARNING_METHODS["npo"](), 6, Checkpointing(folder, every_s=1e9), sigterm_at)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is gone with the run
+    assert torch.load(folder / "state.pt", weights_only=False)["step"] == at_step
+    resumed, result = _tiny_training(tmp_path, UNLEARNING_METHODS["npo"](), 6, Checkpointing(folder, every_s=1e9))
+    assert not folder.exists() and result.steps == 6 and len(result.history) == 6
+    assert [h["loss"] for h in result.history] == pytest.approx([h["loss"] for h in straight_result.history])
+    for (n, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), n
+
+
+def test_without_a_checkpoint_folder_sigterm_is_left_alone(tmp_path) -> None:
+    import signal
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        _tiny_training(tmp_path, UNLEARNING_METHODS["ga"](), 3, None, lambda step: signal.raise_signal(signal.SIGTERM))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == [signal.SIGTERM] * 3

@@ -4,16 +4,21 @@ gradient clipping, a step or epoch budget, a progress bar. CPU first; CUDA when 
 With a :class:`Checkpointing` folder the loop saves its whole state (trained weights, optimizer,
 schedule, data position, random state) every few minutes and, when started again on the same
 folder, continues from the last save exactly as if it had not stopped: a long run survives being
-interrupted (``make tofu-report`` over several sittings)."""
+interrupted (``make tofu-report`` over several sittings). SIGTERM or Ctrl-C (SIGINT) during such a
+run saves the state at the end of the current step and stops (:class:`TrainingStopped`), so a
+polite shutdown loses nothing; a second signal acts as it would without us."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import math
 import random
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -42,6 +47,36 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "steps_per_second": self.steps_per_second}
+
+
+class TrainingStopped(SystemExit):
+    """Training stopped on a signal after saving its checkpoint; the exit status is 128 + the signal."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals(checkpoint: Checkpointing | None) -> Iterator[list[int]]:
+    """While it is open, SIGTERM and SIGINT are recorded in the yielded list instead of acting (the
+    loop saves and stops at the end of its step); each handler gives way to the previous one after
+    its first signal. Only with a checkpoint folder, and only in the main thread."""
+    received: list[int] = []
+    if checkpoint is None or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous: dict[int, Any] = {}
+
+    def record(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        signal.signal(signum, previous[signum])
+        logger.warning("%s: saving a checkpoint at the end of this step, then stopping", signal.Signals(signum).name)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.signal(signum, record)
+        previous[signum] = signal.SIG_DFL if handler is None else handler
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass
@@ -178,9 +213,27 @@ def train(
         random.setstate(state["python_rng"])
         logger.info("%s: resumed at step %d of %d from %s", method.name, start_step, steps, checkpoint.folder)
 
+    def save(step_done: int) -> None:
+        checkpoint.save({  # type: ignore[union-attr]
+            "fingerprint": fingerprint, "step": step_done, "examples": examples, "history": history,
+            "seconds": seconds_before + time.perf_counter() - started,
+            "trained": {name: p.detach().cpu().clone() for name, p in trained.items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+        })  # fmt: skip
+
+    def stop(step_done: int, signum: int) -> None:
+        save(step_done)
+        logger.warning("%s: stopped by %s after step %d of %d; run again to continue from %s", method.name,
+                       signal.Signals(signum).name, step_done, steps, checkpoint.folder)  # type: ignore[union-attr]  # fmt: skip
+        raise TrainingStopped(128 + signum)
+
     model.train()
     started = time.perf_counter()
-    with tqdm(total=steps, initial=start_step, desc=method.name, unit="step", disable=not config.progress) as bar:
+    with (
+        _stop_on_signals(checkpoint) as received,
+        tqdm(total=steps, initial=start_step, desc=method.name, unit="step", disable=not config.progress) as bar,
+    ):
         for step in range(start_step, steps):
             sums: dict[str, float] = {}
             for _ in range(config.gradient_accumulation_steps):
@@ -202,15 +255,13 @@ def train(
             bar.set_postfix({k: f"{v:.4g}" for k, v in sums.items()}, refresh=False)
             bar.update()
             if checkpoint is not None and step + 1 < steps and checkpoint.due(step + 1):
-                checkpoint.save({
-                    "fingerprint": fingerprint, "step": step + 1, "examples": examples, "history": history,
-                    "seconds": seconds_before + time.perf_counter() - started,
-                    "trained": {name: p.detach().cpu().clone() for name, p in trained.items()},
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                })  # fmt: skip
+                save(step + 1)
             if on_step is not None:
                 on_step(step + 1)
+            if received:  # after the last step too: the caller has not saved the model yet
+                stop(step + 1, received[0])
+    if received:  # arrived after the last step's check
+        stop(steps, received[0])
     model.eval()
     seconds = seconds_before + time.perf_counter() - started
     result = TrainResult(steps=steps, examples=examples, seconds=seconds, history=history, resumed_seconds=seconds_before)
