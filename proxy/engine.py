@@ -31,11 +31,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    os.setsid()
+def term_with_parent() -> None:
+    """``preexec_fn`` (runs in the child between fork and exec): SIGTERM the child when the thread
+    that started it exits, however it dies (``PR_SET_PDEATHSIG``, Linux; a no-op elsewhere)."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    term_with_parent()
 
 
 def engine_env(kv_cache_gib: float, extra_pythonpath: list[str] | None = None) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """Run ``obliviate serve`` as a child process and wait until it is healthy.
 
 Used by the integration tests, the benchmarks and the evaluation harness, which all need a real
-proxy (and its embedded engine) in a separate process.
+proxy (and its embedded engine) in a separate process. The child gets SIGTERM when the thread that
+started it exits, so a killed harness (``kill``, ``timeout``, SIGKILL) leaves no proxy and engine
+running: start it from a thread that outlives it (the main thread, as every caller here does).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from proxy.engine import free_port
+from proxy.engine import free_port, term_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +51,8 @@ class ProxyProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             cmd = [sys.executable, "-m", "proxy.cli", "serve", "--port", str(self.port), *self.args]
-            self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)  # noqa: S603
+            self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,  # noqa: S603
+                                            preexec_fn=term_with_parent)  # noqa: PLW1509  # fmt: skip
         self.wait_healthy(timeout_s)
         return self
 

@@ -117,3 +117,32 @@ def test_sigkill_of_the_proxy_leaves_no_orphan(tmp_path, model_path) -> None:
     proxy.stop(signal.SIGKILL)
     gone, alive = psutil.wait_procs(family, timeout=60)
     assert not alive, [p.cmdline() for p in alive]
+
+
+def test_a_killed_harness_leaves_no_proxy(tmp_path) -> None:
+    """A process that started a proxy with ``ProxyProcess`` and is then SIGKILLed (or stopped by
+    ``timeout``) takes the proxy with it: the child gets SIGTERM from the kernel and shuts down."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from proxy.launcher import ProxyProcess\n"
+        "p = ProxyProcess(['--backend', 'fake'], Path(sys.argv[1])).start(timeout_s=180)\n"
+        "print(p.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    harness = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "home")], stdout=subprocess.PIPE,
+                               cwd=os.path.dirname(os.path.dirname(__file__)), text=True)  # fmt: skip
+    proxy = psutil.Process(int(harness.stdout.readline()))
+    try:
+        assert proxy.is_running() and proxy.ppid() == harness.pid
+        harness.kill()
+        harness.wait(timeout=10)
+        gone, alive = psutil.wait_procs([proxy], timeout=30)
+        assert not alive, "the proxy outlived the process that started it"
+    finally:
+        harness.kill()
+        if proxy.is_running():
+            proxy.kill()
