@@ -20,7 +20,8 @@ resumes too and loses minutes, not hours:
 5. ``report``: ``report/REPORT.md`` and the plots.
 
 The ``quick`` profile (what CI runs) uses forget01, small subsets and a few optimizer steps: it
-checks that every stage works, not what the methods achieve. ``full`` is the real experiment.
+checks that every stage works, not what the methods achieve. ``full`` is the real experiment;
+``small`` is a reduced real one that fits a single sitting on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ CONTRASTIVE_ASSISTANT = "npo"  # the weight-unlearned assistant of the contrasti
 # (in-process generate, no server start per system: what the quick profile uses). Kept out of
 # Profile so that changing it never invalidates a trained model; it is part of each folder
 # evaluation's stage configuration.
-FOLDER_GENERATION = {"quick": "transformers", "full": "vllm"}
+FOLDER_GENERATION = {"quick": "transformers", "small": "vllm", "full": "vllm"}
 EVAL_CONCURRENCY = 32  # requests in flight to a served folder or the proxy (vLLM batches them)
 
 
@@ -90,6 +91,8 @@ class Profile:
     proxy_modes: tuple[str, ...] = tuple(PROXY_MODES)
     batch_size: int = 4
     grad_accum: int = 4
+    finetune_lr: float | None = None  # None: TrainConfig's default
+    unlearn_lr: float | None = None
 
     def config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -102,6 +105,18 @@ PROFILES: dict[str, Profile] = {
         finetune_epochs=1.0, finetune_max_steps=4, unlearn_epochs=1.0, unlearn_max_steps=2,
         unlearn_forget_limit=8, eval_limit=4, max_tokens=24, attack_limit=2, attack_max_tokens=24,
         throughput_items=4, throughput_max_tokens=16, batch_size=4, grad_accum=1,
+    ),  # fmt: skip
+    # The largest real experiment that fits one ~1.5 h sitting on a 2-core CPU (the full one takes
+    # days): forget01 (2 authors) on a target that also learns the first 200 retain99 rows (10
+    # authors, which hold the first 200 retain evaluation items), 5 fine-tuning epochs at a learning
+    # rate high enough to memorize in 75 steps, 5 unlearning epochs per method, 20 items per
+    # evaluation split at open-unlearning's 200 tokens, the attack suite on 4 forget records.
+    # Hyperparameters were chosen to fit the sitting, not tuned.
+    "small": Profile(
+        name="small", split="forget01", retain_rows=200,
+        finetune_epochs=5.0, finetune_max_steps=None, unlearn_epochs=5.0, unlearn_max_steps=None,
+        unlearn_forget_limit=None, eval_limit=20, max_tokens=200, attack_limit=4, attack_max_tokens=128,
+        throughput_items=8, throughput_max_tokens=64, finetune_lr=1e-4, unlearn_lr=5e-5,
     ),  # fmt: skip
     # The experiment: TOFU full / retain90 fine-tuning (5 epochs, as TOFU's targets), forget10
     # unlearning (open-unlearning's 10 epochs), the whole TOFU evaluation at 200 tokens; the attack
@@ -210,16 +225,18 @@ class Run:
 
         return self.stage("data", self.out / "data", {"split": self.profile.split, "retain_split": self.retain_split}, work)
 
-    def _train_config(self, epochs: float, max_steps: int | None) -> Any:
+    def _train_config(self, epochs: float, max_steps: int | None, learning_rate: float | None = None) -> Any:
         from unlearn.trainer import TrainConfig
 
+        lr = {} if learning_rate is None else {"learning_rate": learning_rate}
         return TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=self.profile.batch_size,
-                           gradient_accumulation_steps=self.profile.grad_accum, progress=False)  # fmt: skip
+                           gradient_accumulation_steps=self.profile.grad_accum, progress=False, **lr)  # fmt: skip
 
     def finetuned(self, name: str, data_file: Path, base: Path) -> Path:
         from unlearn import pipeline as train_pipeline
 
-        config = self._train_config(self.profile.finetune_epochs, self.profile.finetune_max_steps)
+        p = self.profile
+        config = self._train_config(p.finetune_epochs, p.finetune_max_steps, p.finetune_lr)
 
         stage_config = {"data": str(data_file), "base": str(base), "train": dataclasses.asdict(config)}
 
@@ -236,7 +253,8 @@ class Run:
         from unlearn import pipeline as train_pipeline
         from unlearn.methods import UNLEARNING_METHODS
 
-        config = self._train_config(self.profile.unlearn_epochs, self.profile.unlearn_max_steps)
+        p = self.profile
+        config = self._train_config(p.unlearn_epochs, p.unlearn_max_steps, p.unlearn_lr)
         limits = train_pipeline.DataLimits(forget=self.profile.unlearn_forget_limit)
         name = f"unlearn-{method_name}"
 
@@ -355,7 +373,9 @@ class Run:
 
     def report(self, folders: Sequence[Path], seconds: float) -> Path:
         from evals.report import write_report
+        from unlearn.config import TrainConfig
 
+        p = self.profile
         # a stage's own seconds are its last sitting's; what resumed stages did before is added
         stage_seconds = sum(float(r.get("seconds", 0)) + float(r.get("earlier_sittings_s", 0)) for r in self.records.values())
         preamble = [
@@ -366,6 +386,11 @@ class Run:
             f"- command: `obliviate tofu-report --profile {self.profile.name} --out {self.out}`"
             f" (or `make tofu-report PROFILE={self.profile.name}`)",
             f"- commit: `{_git_commit()}`",
+            f"- training: fine-tuning {_epochs(p.finetune_epochs, p.finetune_max_steps)} at lr"
+            f" {p.finetune_lr or TrainConfig.learning_rate:g}; unlearning {_epochs(p.unlearn_epochs, p.unlearn_max_steps)}"
+            f" at lr {p.unlearn_lr or TrainConfig.learning_rate:g}"
+            f"{'' if p.unlearn_forget_limit is None else f' on the first {p.unlearn_forget_limit} forget rows'};"
+            f" {p.batch_size * p.grad_accum} examples a step",
             f"- wall time: {stage_seconds / 60:.1f} min over all stages, earlier sittings of resumed stages included"
             f" (this sitting: {seconds / 60:.1f} min); per stage in `*/stage.json` (`seconds` + `earlier_sittings_s`)",
             f"- machine: {os.cpu_count()} CPUs" + (", CUDA" if _has_cuda() else ", no GPU"),
@@ -379,6 +404,10 @@ class Run:
         ]  # fmt: skip
         return write_report(folders, self.out / "report", title=f"TOFU report ({self.profile.name} profile)",
                             preamble=preamble)  # fmt: skip
+
+
+def _epochs(epochs: float, max_steps: int | None) -> str:
+    return f"{max_steps} steps" if max_steps is not None else f"{epochs:g} epochs"
 
 
 def _unreachable() -> Any:

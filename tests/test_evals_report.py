@@ -141,3 +141,19 @@ def test_profiles_quick_is_a_small_slice_of_full() -> None:
     assert quick.split == "forget01" and full.split == "forget10"
     assert full.eval_limit is None and full.max_tokens == 200
     assert quick.methods == full.methods == ("ga", "graddiff", "npo", "simnpo", "rmu")
+
+
+def test_profile_learning_rates_reach_the_training_stages(tmp_path: Path) -> None:
+    from evals.pipeline import Run
+    from unlearn.config import TrainConfig
+
+    small = Run(tmp_path, PROFILES["small"])
+    finetune = small._train_config(small.profile.finetune_epochs, None, small.profile.finetune_lr)
+    unlearn = small._train_config(small.profile.unlearn_epochs, None, small.profile.unlearn_lr)
+    assert (finetune.learning_rate, unlearn.learning_rate) == (1e-4, 5e-5)
+    # the other profiles keep the trainer's default
+    full = Run(tmp_path, PROFILES["full"])
+    assert full._train_config(5.0, None, full.profile.finetune_lr).learning_rate == TrainConfig().learning_rate
+    # the small profile evaluates the retain items its target was trained on (retain_perturbed is
+    # the head of the retain split)
+    assert PROFILES["small"].eval_limit <= PROFILES["small"].retain_rows
