@@ -223,7 +223,7 @@ def test_interrupted_training_resumes_exactly(tmp_path, name: str) -> None:
 def test_sigterm_saves_then_stops_and_the_run_resumes(tmp_path, at_step: int) -> None:
     """SIGTERM mid-run (or during the last step, before the caller saved the model) saves the state
     at the end of that step and stops with status 143; the next run continues from it and ends
-    where a straight run ends. Without a checkpoint folder the signal is not ours to handle."""
+    where a straight run ends."""
     import os
     import signal
 
