@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unlearn.config import TrainConfig
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -91,8 +93,8 @@ class Profile:
     proxy_modes: tuple[str, ...] = tuple(PROXY_MODES)
     batch_size: int = 4
     grad_accum: int = 4
-    finetune_lr: float | None = None  # None: TrainConfig's default
-    unlearn_lr: float | None = None
+    finetune_lr: float = TrainConfig.learning_rate
+    unlearn_lr: float = TrainConfig.learning_rate
 
     def config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -225,12 +227,10 @@ class Run:
 
         return self.stage("data", self.out / "data", {"split": self.profile.split, "retain_split": self.retain_split}, work)
 
-    def _train_config(self, epochs: float, max_steps: int | None, learning_rate: float | None = None) -> Any:
-        from unlearn.trainer import TrainConfig
-
-        lr = {} if learning_rate is None else {"learning_rate": learning_rate}
-        return TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=self.profile.batch_size,
-                           gradient_accumulation_steps=self.profile.grad_accum, progress=False, **lr)  # fmt: skip
+    def _train_config(self, epochs: float, max_steps: int | None, learning_rate: float) -> TrainConfig:
+        return TrainConfig(epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
+                           batch_size=self.profile.batch_size, gradient_accumulation_steps=self.profile.grad_accum,
+                           progress=False)  # fmt: skip
 
     def finetuned(self, name: str, data_file: Path, base: Path) -> Path:
         from unlearn import pipeline as train_pipeline
@@ -373,7 +373,6 @@ class Run:
 
     def report(self, folders: Sequence[Path], seconds: float) -> Path:
         from evals.report import write_report
-        from unlearn.config import TrainConfig
 
         p = self.profile
         # a stage's own seconds are its last sitting's; what resumed stages did before is added
@@ -387,8 +386,7 @@ class Run:
             f" (or `make tofu-report PROFILE={self.profile.name}`)",
             f"- commit: `{_git_commit()}`",
             f"- training: fine-tuning {_epochs(p.finetune_epochs, p.finetune_max_steps)} at lr"
-            f" {p.finetune_lr or TrainConfig.learning_rate:g}; unlearning {_epochs(p.unlearn_epochs, p.unlearn_max_steps)}"
-            f" at lr {p.unlearn_lr or TrainConfig.learning_rate:g}"
+            f" {p.finetune_lr:g}; unlearning {_epochs(p.unlearn_epochs, p.unlearn_max_steps)} at lr {p.unlearn_lr:g}"
             f"{'' if p.unlearn_forget_limit is None else f' on the first {p.unlearn_forget_limit} forget rows'};"
             f" {p.batch_size * p.grad_accum} examples a step",
             f"- wall time: {stage_seconds / 60:.1f} min over all stages, earlier sittings of resumed stages included"
