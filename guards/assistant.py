@@ -159,24 +159,31 @@ class _Group:
 class ContrastiveDecoder:
     """Loads the assistants (``config.dtype``, float32 by default) and fuses their logits into the main model's."""
 
-    def __init__(self, config: ContrastiveConfig, device: Any = "cpu") -> None:
+    def __init__(self, config: ContrastiveConfig, device: Any = "cpu", vllm_kernels: bool = False) -> None:
+        """``vllm_kernels``: inside the vLLM engine, run the assistants' linear layers through vLLM's
+        oneDNN matmul on CPU in float32 (see ``guards.assistant_speed``)."""
         import torch
         from transformers import AutoModelForCausalLM
 
         self.config = config
         self.device = torch.device(device)
         self.models = []
+        self.linear_kernel = "torch"
         for path in config.paths:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, config.dtype)).to(self.device)
             model.eval()
             if self.device.type == "cpu" and config.dtype == "float32":  # measured faster only there
-                from guards.assistant_speed import pretranspose_linears
+                from guards.assistant_speed import onednn_linears, pretranspose_linears
 
-                pretranspose_linears(model)
+                if vllm_kernels and onednn_linears(model):
+                    self.linear_kernel = "onednn"
+                else:
+                    pretranspose_linears(model)
+                    self.linear_kernel = "transposed"
             self.models.append(model)
         self.vocab_size = int(self.models[0].config.vocab_size)
-        logger.info("contrastive decoding (%s, alpha=%s) with assistants %s", config.mode, config.alpha,
-                    ", ".join(str(p) for p in config.paths))  # fmt: skip
+        logger.info("contrastive decoding (%s, alpha=%s, %s %s linears) with assistants %s", config.mode,
+                    config.alpha, config.dtype, self.linear_kernel, ", ".join(str(p) for p in config.paths))  # fmt: skip
 
     def new_state(self) -> SequenceState:
         return SequenceState(caches=self._empty_caches())

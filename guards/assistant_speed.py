@@ -1,5 +1,11 @@
-"""Two speed-ups for the assistants' small-batch CPU decoding (transformers models); results equal up to float rounding.
+"""Speed-ups for the assistants' small-batch CPU decoding (transformers models); results equal up to float rounding.
 
+* :func:`onednn_linears` (inside the vLLM engine): every ``nn.Linear`` runs through vLLM's own
+  CPU matmul, a oneDNN primitive with the weight prepacked once (``vllm._custom_ops.create_onednn_mm``,
+  what vLLM's float32 linear layers use on x86). On our 2-core dev machine a batch-8 decode step of
+  the 135M model took ~67 ms this way against ~103 ms with ``F.linear`` (2 threads). Used for
+  float32 when vLLM is already loaded (the plugin); falls back to the next item where oneDNN is
+  missing or refuses the weight.
 * :func:`pretranspose_linears`: every ``nn.Linear`` keeps its weight as a contiguous ``[in, out]``
   matrix and multiplies ``x @ W_t``. For the few rows of a decode step MKL runs this layout about
   2x faster than ``F.linear``'s ``x @ W.T`` on our 2-core dev machine (cache-hot; ~1.2-1.4x for a
@@ -42,6 +48,43 @@ def pretranspose_linears(model: nn.Module) -> nn.Module:
         if isinstance(module, nn.Linear):
             model.set_submodule(name, TransposedLinear(module))
     return model
+
+
+class OnednnLinear(nn.Module):
+    """``y = x @ W.T (+ bias)`` through a vLLM oneDNN matmul handle that owns the prepacked weight."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        from vllm import _custom_ops as ops
+
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self._mm = ops.onednn_mm
+        self.handle = ops.create_onednn_mm(linear.weight.detach().t(), 32)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._mm(self.handle, x, self.bias)
+
+
+def onednn_linears(model: nn.Module) -> bool:
+    """Replace every ``nn.Linear`` by an :class:`OnednnLinear`; False (model untouched) when vLLM's
+    oneDNN kernels are not available or refuse a weight (e.g. bfloat16 on a CPU without AVX512-BF16)."""
+    try:
+        from vllm import _custom_ops as ops
+    except ImportError:
+        return False
+    if not getattr(ops, "_supports_onednn", False):
+        return False
+    replacements = {}
+    try:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear):
+                replacements[name] = OnednnLinear(module)
+    except RuntimeError:
+        return False
+    for name, module in replacements.items():
+        model.set_submodule(name, module)
+    return True
 
 
 class GrowingLayer(DynamicLayer):

@@ -50,7 +50,7 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
             )
         model = vllm_config.model_config
         check_compatible(model.tokenizer or model.model, config.paths)
-        self.decoder = ContrastiveDecoder(config, device)
+        self.decoder = ContrastiveDecoder(config, device, vllm_kernels=True)
         main_vocab = model.get_vocab_size()
         if main_vocab != self.decoder.vocab_size:
             raise ValueError(f"assistant vocabulary size {self.decoder.vocab_size} != main model's {main_vocab}")

