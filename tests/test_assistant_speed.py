@@ -36,6 +36,7 @@ def test_pretransposed_model_computes_the_same_logits(tiny_pair: tuple[LlamaForC
     assert torch.equal(a.argmax(-1), b.argmax(-1))
 
 
+@pytest.mark.slow  # imports vllm
 def test_onednn_model_computes_the_same_logits(tiny_pair: tuple[LlamaForCausalLM, LlamaForCausalLM]) -> None:
     """vLLM's oneDNN matmul (the plugin's float32 kernel) gives the plain model's logits, batched and one row."""
     plain, _ = tiny_pair
@@ -52,6 +53,7 @@ def test_onednn_model_computes_the_same_logits(tiny_pair: tuple[LlamaForCausalLM
         assert torch.equal(a.argmax(-1), b.argmax(-1))
 
 
+@pytest.mark.slow  # imports vllm
 def test_onednn_refusal_leaves_the_model_as_it_was(tiny_pair: tuple[LlamaForCausalLM, LlamaForCausalLM], monkeypatch: pytest.MonkeyPatch) -> None:
     """A weight oneDNN refuses (e.g. bfloat16 without AVX512-BF16) means no linear is replaced, not half of them."""
     plain, _ = tiny_pair

@@ -108,11 +108,14 @@ def tiny_assistants(tmp_path: Path) -> ContrastiveConfig:
     return ContrastiveConfig(base=tmp_path / "base", unlearned=tmp_path / "unl")
 
 
-def test_batched_decode_matches_one_by_one(tiny_assistants: ContrastiveConfig) -> None:
-    """Sequences of different lengths decoded as one left-padded batch give each sequence's own logits."""
+@pytest.mark.parametrize("kernel", ["transposed", pytest.param("onednn", marks=pytest.mark.slow)])
+def test_batched_decode_matches_one_by_one(tiny_assistants: ContrastiveConfig, kernel: str) -> None:
+    """Sequences of different lengths decoded as one left-padded batch give each sequence's own logits,
+    with either CPU float32 kernel (the transformers backend's, and the vLLM plugin's oneDNN)."""
     from guards.assistant import ContrastiveDecoder
 
-    decoder = ContrastiveDecoder(tiny_assistants)
+    decoder = ContrastiveDecoder(tiny_assistants, vllm_kernels=kernel == "onednn")
+    assert decoder.linear_kernel == kernel
     seqs = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10, 11]]
     batched = [decoder.new_state() for _ in seqs]
     single = [decoder.new_state() for _ in seqs]

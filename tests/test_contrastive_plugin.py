@@ -39,6 +39,7 @@ def test_rows_of_other_requests_stay_bit_identical(plugin) -> None:
     from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 
     assert not plugin.is_argmax_invariant()
+    assert plugin.decoder.linear_kernel == "onednn"  # vLLM's own CPU matmul for the float32 assistants
     logits = torch.randn(4, VOCAB)
     assert plugin.apply(logits) is logits  # nothing routed: returned at once
     routed = SamplingParams(extra_args={"obliviate_contrastive": 1})
