@@ -199,11 +199,12 @@ def _scatter(systems: Sequence[SystemResult], x_key: str, y_key: str, xlabel: st
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for name, x, y in points:
-        ax.scatter([x], [y], s=40)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    colours = plt.get_cmap("tab10" if len(points) <= 10 else "tab20").colors  # a colour per system
+    for k, (name, x, y) in enumerate(points):
+        ax.scatter([x], [y], s=40, color=colours[k % len(colours)])
     if log_y:
         ax.set_yscale("log")
+    label_points(ax, points)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -287,6 +288,31 @@ def render(systems: Sequence[SystemResult], plots: Sequence[Path], *, title: str
     lines += ["## How each system was run and scored", "", *how_scored(systems), ""]
     lines += [f"`{NA}`: the system has no such value (it cannot score, refused every item, or the metric was not run).", ""]
     return "\n".join(lines)
+
+
+def label_points(ax: Any, points: Sequence[tuple[str, float, float]], *, merge_px: float = 4.0) -> list[Any]:
+    """Name each point without overlapping labels: systems whose markers coincide on the drawn axes
+    (within ``merge_px`` pixels) share one label ("target, proxy-pass"), and adjustText moves
+    labels off each other and off the markers, with a leader line where one moved far."""
+    from adjustText import adjust_text
+
+    ax.margins(x=0.1, y=0.12)  # room for labels beside the outermost points
+    ax.figure.canvas.draw()  # fixes the limits and scales the pixel positions depend on
+    groups: list[tuple[list[str], float, float, Any]] = []
+    for name, x, y in points:
+        pixel = ax.transData.transform((x, y))
+        for names, _, _, anchor in groups:
+            if abs(pixel[0] - anchor[0]) <= merge_px and abs(pixel[1] - anchor[1]) <= merge_px:
+                names.append(name)
+                break
+        else:
+            groups.append(([name], x, y, pixel))
+    texts = [ax.text(x, y, ", ".join(names), fontsize=8) for names, x, y, _ in groups]
+    if len(texts) > 1:
+        xs, ys = [x for _, x, _ in points], [y for _, _, y in points]
+        adjust_text(texts, x=xs, y=ys, ax=ax, expand=(1.2, 1.5), force_static=(0.3, 0.5),
+                    arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
+    return texts
 
 
 def write_report(folders: Sequence[PathLike], out_dir: PathLike, *, title: str = "Obliviate evaluation report",

@@ -157,3 +157,24 @@ def test_profile_learning_rates_reach_the_training_stages(tmp_path: Path) -> Non
     # the small profile evaluates the retain items its target was trained on (retain_perturbed is
     # the head of the retain split)
     assert PROFILES["small"].eval_limit <= PROFILES["small"].retain_rows
+
+
+def test_plot_labels_merge_coinciding_systems_and_do_not_overlap() -> None:
+    """The small run's crowded corner: systems on one point share a label; no two labels overlap."""
+    plt = report._pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    points = [("target", 0.4129, 0.0335), ("proxy-pass", 0.4129, 0.0335), ("rmu", 0.4127, 0.0335),
+              ("simnpo", 0.4066, 0.0335), ("proxy-rewrite", 0.4129, 0.175), ("proxy-contrastive", 0.4129, 0.571),
+              ("npo", 0.3706, 0.571), ("ga", 0.358, 0.571), ("proxy-full", 0.4075, 1.45e-11),
+              ("proxy-suppress", 0.4129, 1.45e-11), ("graddiff", 0.2955, 0.336)]  # fmt: skip
+    ax.scatter([x for _, x, _ in points], [y for _, _, y in points])
+    ax.set_yscale("log")
+    texts = report.label_points(ax, points)
+    labels = [t.get_text() for t in texts]
+    assert "target, proxy-pass, rmu" in labels and "simnpo" in labels and len(labels) == 9
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for i, a in enumerate(boxes):
+        for j in range(i):
+            assert not a.overlaps(boxes[j]), (labels[i], labels[j])
+    plt.close(fig)
