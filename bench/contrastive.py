@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
+from evals.provenance import git_commit  # noqa: E402
 from proxy.launcher import ProxyProcess  # noqa: E402
 from proxy.models import prepare_bundled_model  # noqa: E402
 from proxy.settings import DEFAULT_MODEL_ID, default_home  # noqa: E402
@@ -50,15 +50,6 @@ def _prod(shape: list[int]) -> int:
     for d in shape:
         out *= d
     return out
-
-
-def _commit() -> str:
-    """HEAD, with ``+dirty`` when the working tree differs from it."""
-    root = Path(__file__).resolve().parent.parent
-    git = ["git", "-C", str(root)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
-    return (head or "unknown") + ("+dirty" if dirty else "")
 
 
 def run_load(base_url: str, concurrency: int, requests: int, max_tokens: int, contrastive: bool) -> dict[str, Any]:
@@ -128,7 +119,7 @@ def main() -> int:
     result = {
         "backend": args.backend,
         "assistant_dtype": args.assistant_dtype,
-        "commit": _commit(),
+        "commit": git_commit(),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]],
                     # cores vLLM's CPU backend keeps out of its compute threads (default: 1 on this machine)

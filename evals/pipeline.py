@@ -34,13 +34,13 @@ import logging
 import os
 import secrets
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evals.provenance import git_commit
 from unlearn.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -384,7 +384,7 @@ class Run:
             f" attack suite on {self.profile.attack_limit or 'all'} forget records)",
             f"- command: `obliviate tofu-report --profile {self.profile.name} --out {self.out}`"
             f" (or `make tofu-report PROFILE={self.profile.name}`)",
-            f"- commit: `{_git_commit()}`",
+            f"- commit: `{git_commit()}`",
             f"- training: fine-tuning {_epochs(p.finetune_epochs, p.finetune_max_steps)} at lr"
             f" {p.finetune_lr:g}; unlearning {_epochs(p.unlearn_epochs, p.unlearn_max_steps)} at lr {p.unlearn_lr:g}"
             f"{'' if p.unlearn_forget_limit is None else f' on the first {p.unlearn_forget_limit} forget rows'};"
@@ -410,15 +410,6 @@ def _epochs(epochs: float, max_steps: int | None) -> str:
 
 def _unreachable() -> Any:
     raise AssertionError("a cached stage does not open its system")
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _has_cuda() -> bool:
