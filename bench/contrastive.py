@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from evals.provenance import git_commit  # noqa: E402
-from proxy.launcher import ProxyProcess  # noqa: E402
-from proxy.models import prepare_bundled_model  # noqa: E402
-from proxy.settings import DEFAULT_MODEL_ID, default_home  # noqa: E402
+from obliviate.evals.provenance import git_commit  # noqa: E402
+from obliviate.proxy.launcher import ProxyProcess  # noqa: E402
+from obliviate.proxy.models import prepare_bundled_model  # noqa: E402
+from obliviate.proxy.settings import DEFAULT_MODEL_ID, default_home  # noqa: E402
 from tests.contrastive_models import PROMPTS, perturbed_copy  # noqa: E402
 
 logger = logging.getLogger("bench.contrastive")

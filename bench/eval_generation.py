@@ -24,8 +24,8 @@ from typing import Any
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evals.systems.base import ChatItem  # noqa: E402
-from evals.throughput import first_questions  # noqa: E402
+from obliviate.evals.systems.base import ChatItem  # noqa: E402
+from obliviate.evals.throughput import first_questions  # noqa: E402
 
 logger = logging.getLogger("bench.eval_generation")
 
@@ -47,10 +47,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from evals.systems.hf import HFSystem
-    from evals.systems.served import ServedFolderSystem
-    from proxy.models import prepare_bundled_model
-    from proxy.settings import DEFAULT_MODEL_ID, default_home
+    from obliviate.evals.systems.hf import HFSystem
+    from obliviate.evals.systems.served import ServedFolderSystem
+    from obliviate.proxy.models import prepare_bundled_model
+    from obliviate.proxy.settings import DEFAULT_MODEL_ID, default_home
 
     model = args.model or prepare_bundled_model(default_home() / "models" / DEFAULT_MODEL_ID)
     chats = [ChatItem([{"role": "user", "content": q}]) for q in first_questions("forget10", args.questions)]

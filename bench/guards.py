@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from guards.calibrate import calibrate, read_jsonl  # noqa: E402
-from proxy.launcher import ProxyProcess  # noqa: E402
-from proxy.models import prepare_bundled_model  # noqa: E402
-from proxy.settings import DEFAULT_MODEL_ID, Settings, default_home  # noqa: E402
+from obliviate.guards.calibrate import calibrate, read_jsonl  # noqa: E402
+from obliviate.proxy.launcher import ProxyProcess  # noqa: E402
+from obliviate.proxy.models import prepare_bundled_model  # noqa: E402
+from obliviate.proxy.settings import DEFAULT_MODEL_ID, Settings, default_home  # noqa: E402
 
 DATA = Path(os.environ.get("OBLIVIATE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data") / "tofu" / "hf_format"
 ADMIN = "bench-admin"

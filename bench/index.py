@@ -32,8 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from index.service import EntryIn, ForgetIndex, IndexConfig  # noqa: E402
-from index.store import NewEntry  # noqa: E402
+from obliviate.index.service import EntryIn, ForgetIndex, IndexConfig  # noqa: E402
+from obliviate.index.store import NewEntry  # noqa: E402
 
 DATA = REPO_ROOT.parent / "shared" / "data" / "tofu" / "hf_format"
 RESULTS = REPO_ROOT / "bench" / "results" / "index.json"
@@ -211,7 +211,7 @@ def main() -> int:
     log = logging.getLogger("bench.index")
     log.setLevel(logging.INFO)
 
-    from index.embedder import load_embedder
+    from obliviate.index.embedder import load_embedder
 
     base, queries = load_texts()
     emb = load_embedder()

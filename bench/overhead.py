@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 
-from proxy.launcher import ProxyProcess
-from proxy.models import prepare_bundled_model
-from proxy.settings import DEFAULT_MODEL_ID, default_home
+from obliviate.proxy.launcher import ProxyProcess
+from obliviate.proxy.models import prepare_bundled_model
+from obliviate.proxy.settings import DEFAULT_MODEL_ID, default_home
 
 PROMPTS = [
     "What is the capital of France?",

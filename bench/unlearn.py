@@ -25,13 +25,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
-from proxy.models import prepare_bundled_model  # noqa: E402
-from proxy.settings import DEFAULT_MODEL_ID, default_home  # noqa: E402
-from unlearn import data, pipeline  # noqa: E402
-from unlearn.evaluate import answer_nll  # noqa: E402
-from unlearn.methods import NPO  # noqa: E402
-from unlearn.models import load_model  # noqa: E402
-from unlearn.trainer import TrainConfig  # noqa: E402
+from obliviate.proxy.models import prepare_bundled_model  # noqa: E402
+from obliviate.proxy.settings import DEFAULT_MODEL_ID, default_home  # noqa: E402
+from obliviate.unlearn import data, pipeline  # noqa: E402
+from obliviate.unlearn.evaluate import answer_nll  # noqa: E402
+from obliviate.unlearn.methods import NPO  # noqa: E402
+from obliviate.unlearn.models import load_model  # noqa: E402
+from obliviate.unlearn.trainer import TrainConfig  # noqa: E402
 
 EVAL_EXAMPLES = 64
 
@@ -44,7 +44,7 @@ def nll_of(model_dir: Path, forget: list[data.QAPair], retain: list[data.QAPair]
 
 
 def pipeline_steps(config: TrainConfig, forget_examples: int) -> int:
-    from unlearn.trainer import total_steps
+    from obliviate.unlearn.trainer import total_steps
 
     return total_steps(config, -(-forget_examples // config.batch_size))
 

@@ -47,7 +47,7 @@ def _add_system_flags(parser: argparse.ArgumentParser) -> None:
 
 def _spec(args: argparse.Namespace):
     """The system spec, checked before anything heavy is imported or loaded."""
-    from evals.systems.spec import SystemSpec
+    from obliviate.evals.systems.spec import SystemSpec
 
     spec = SystemSpec(args.system, name=args.name, model=args.model, api_key=args.api_key,
                       admin_key=args.admin_key, policy=args.policy, output_guard=args.output_guard)  # fmt: skip
@@ -59,7 +59,7 @@ def _spec(args: argparse.Namespace):
 
 
 def _open(args: argparse.Namespace):
-    from evals.systems.spec import open_system
+    from obliviate.evals.systems.spec import open_system
 
     return open_system(_spec(args))
 
@@ -70,7 +70,7 @@ def _configure_logging() -> None:
 
 
 def _prepare() -> None:
-    from proxy.models import set_offline_env
+    from obliviate.proxy.models import set_offline_env
 
     _configure_logging()
     set_offline_env()
@@ -78,8 +78,8 @@ def _prepare() -> None:
 
 def cmd_eval_tofu(args: argparse.Namespace) -> int:
     _spec(args)
-    from evals import tofu_run
-    from evals.logs import read_eval
+    from obliviate.evals import tofu_run
+    from obliviate.evals.logs import read_eval
 
     _prepare()
     retain = read_eval(args.retain_logs, "TOFU") if args.retain_logs else None
@@ -98,8 +98,8 @@ def cmd_eval_tofu(args: argparse.Namespace) -> int:
 
 def cmd_eval_muse(args: argparse.Namespace) -> int:
     _spec(args)
-    from evals import muse_run
-    from evals.logs import read_eval
+    from obliviate.evals import muse_run
+    from obliviate.evals.logs import read_eval
 
     _prepare()
     retrain = read_eval(args.retrain_logs, "MUSE") if args.retrain_logs else None
@@ -115,7 +115,7 @@ def cmd_eval_muse(args: argparse.Namespace) -> int:
 
 def cmd_eval_attacks(args: argparse.Namespace) -> int:
     _spec(args)
-    from evals import attacks
+    from obliviate.evals import attacks
 
     _prepare()
     system = _open(args)
@@ -132,7 +132,7 @@ def cmd_eval_attacks(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from evals.report import write_report
+    from obliviate.evals.report import write_report
 
     try:
         path = write_report(args.folders, args.out, title=args.title)
@@ -143,7 +143,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_tofu_report(args: argparse.Namespace) -> int:
-    from evals import pipeline
+    from obliviate.evals import pipeline
 
     _prepare()
     path = pipeline.run(args.out, pipeline.PROFILES[args.profile], folder_generation=args.folder_generation)
@@ -180,7 +180,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--title", default="Obliviate evaluation report")
     rep.set_defaults(func=cmd_report, parser=rep)
 
-    from evals.pipeline import PROFILES
+    from obliviate.evals.pipeline import PROFILES
 
     pipe = sub.add_parser("tofu-report", help="train the target, retain and unlearned models, evaluate every "
                           "system (weight-level and proxy modes) and write the report; resumable")  # fmt: skip

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from evals.metrics.result import to_builtin
+from obliviate.evals.metrics.result import to_builtin
 
 BENCHMARKS = ("TOFU", "MUSE")
 

@@ -4,7 +4,7 @@
   prompt; generation cut at ``KNOWMEM_STOPWORDS``), on the forget and the retain QA.
 * VerbMem: ROUGE-L F1 of the continuation generated from each forget-text prompt.
 * PrivLeak: Min-K% (k=0.4) AUC, forget vs holdout texts, relative to the retrained model's AUC
-  (:func:`evals.metrics.privacy.privleak`).
+  (:func:`obliviate.evals.metrics.privacy.privleak`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from evals.metrics.privacy import privleak as _privleak
-from evals.metrics.result import Indexed, MetricResult
-from evals.metrics.rouge import rouge
+from obliviate.evals.metrics.privacy import privleak as _privleak
+from obliviate.evals.metrics.result import Indexed, MetricResult
+from obliviate.evals.metrics.rouge import rouge
 
 Results = Mapping[str, Mapping[str, Any]]
 

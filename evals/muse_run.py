@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evals import data, logs, muse
-from evals.metrics.rouge import cut_at_stopwords
-from evals.runs import (
+from obliviate.evals import data, logs, muse
+from obliviate.evals.metrics.rouge import cut_at_stopwords
+from obliviate.evals.runs import (
     CANNOT_SCORE,
     MIA_ATTACKS,
     RUN_KEY,
@@ -41,7 +41,7 @@ from evals.runs import (
     split_run,
     write_run_json,
 )
-from evals.systems.base import ChatItem, ScoreItem, System
+from obliviate.evals.systems.base import ChatItem, ScoreItem, System
 
 NO_RETRAIN = "no retrained model for this base model: mia_min_k holds the raw AUC"
 UNSUPPORTED = {

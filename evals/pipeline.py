@@ -4,7 +4,7 @@ Stages, each cached under the work folder (a stage whose record matches its conf
 run again, so an interrupted run continues where it stopped and a long one can be completed over
 several sittings). Within a stage, training saves a checkpoint every 10 minutes (and before it
 stops on SIGTERM or Ctrl-C) and an evaluation keeps every generation and score as it comes
-(:mod:`evals.systems.cached`), both under ``checkpoints/<stage>-<digest>``, so an interrupted stage
+(:mod:`obliviate.evals.systems.cached`), both under ``checkpoints/<stage>-<digest>``, so an interrupted stage
 resumes too and loses minutes, not hours:
 
 1. ``data``: the training files (the target's and the retain model's QA data).
@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.provenance import git_commit
-from unlearn.config import TrainConfig
+from obliviate.evals.provenance import git_commit
+from obliviate.unlearn.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ class Run:
                            progress=False)  # fmt: skip
 
     def finetuned(self, name: str, data_file: Path, base: Path) -> Path:
-        from unlearn import pipeline as train_pipeline
+        from obliviate.unlearn import pipeline as train_pipeline
 
         p = self.profile
         config = self._train_config(p.finetune_epochs, p.finetune_max_steps, p.finetune_lr)
@@ -250,8 +250,8 @@ class Run:
         return self.out / "models" / name / "model"
 
     def unlearned(self, method_name: str, target: Path, data: Path) -> Path:
-        from unlearn import pipeline as train_pipeline
-        from unlearn.methods import UNLEARNING_METHODS
+        from obliviate.unlearn import pipeline as train_pipeline
+        from obliviate.unlearn.methods import UNLEARNING_METHODS
 
         p = self.profile
         config = self._train_config(p.unlearn_epochs, p.unlearn_max_steps, p.unlearn_lr)
@@ -279,17 +279,17 @@ class Run:
 
     def _checkpointing(self, name: str, config: dict[str, Any]) -> Any:
         """A training stage's checkpoints (in :meth:`_resume_folder`)."""
-        from unlearn.trainer import Checkpointing
+        from obliviate.unlearn.trainer import Checkpointing
 
         return Checkpointing(self._resume_folder(name, config), every_s=self.checkpoint_every_s)
 
     # evaluation -----------------------------------------------------------------------------------
     def evaluate(self, name: str, system_factory: Callable[[], Any], config: dict[str, Any],
                  retain_eval: Path | None, tokenizer_dir: Path) -> Path:  # fmt: skip
-        from evals import attacks, tofu_run
-        from evals.logs import read_eval
-        from evals.systems.cached import CachedSystem
-        from evals.throughput import measure_workloads, write_throughput
+        from obliviate.evals import attacks, tofu_run
+        from obliviate.evals.logs import read_eval
+        from obliviate.evals.systems.cached import CachedSystem
+        from obliviate.evals.throughput import measure_workloads, write_throughput
 
         p = self.profile
 
@@ -319,8 +319,8 @@ class Run:
         return done
 
     def evaluate_folder(self, name: str, model: Path, retain_eval: Path | None) -> Path:
-        from evals.systems.hf import HFSystem
-        from evals.systems.served import ServedFolderSystem
+        from obliviate.evals.systems.hf import HFSystem
+        from obliviate.evals.systems.served import ServedFolderSystem
 
         record = self.records.get(f"unlearn-{name}") or self.records.get(name) or {}
         if self.folder_generation == "vllm":
@@ -341,7 +341,7 @@ class Run:
         stages = {mode: self._eval_stage(names[mode], configs[mode], retain_eval) for mode in modes}
         if all(self._stage(*stages[mode]).done() for mode in modes):  # no need to start the proxy
             return [self.evaluate(names[mode], _unreachable, configs[mode], retain_eval, target) for mode in modes]
-        from evals.systems.endpoint import EndpointSystem
+        from obliviate.evals.systems.endpoint import EndpointSystem
 
         with served_proxy(self.out / "proxy", target, assistant, forget_file) as proxy:
             return [
@@ -353,8 +353,8 @@ class Run:
 
     # the whole run --------------------------------------------------------------------------------
     def __call__(self) -> Path:
-        from proxy.models import prepare_bundled_model
-        from proxy.settings import DEFAULT_MODEL_ID, default_home
+        from obliviate.proxy.models import prepare_bundled_model
+        from obliviate.proxy.settings import DEFAULT_MODEL_ID, default_home
 
         started = time.monotonic()
         bundled = prepare_bundled_model(default_home() / "models" / DEFAULT_MODEL_ID)
@@ -372,7 +372,7 @@ class Run:
         return self.report(folders, time.monotonic() - started)
 
     def report(self, folders: Sequence[Path], seconds: float) -> Path:
-        from evals.report import write_report
+        from obliviate.evals.report import write_report
 
         p = self.profile
         # a stage's own seconds are its last sitting's; what resumed stages did before is added
@@ -430,7 +430,7 @@ class served_proxy:  # noqa: N801 - a context manager, used like a function
     the NPO model as the contrastive assistant; stopped on exit."""
 
     def __init__(self, home: Path, target: Path, assistant: Path | None, forget_file: Path) -> None:
-        from proxy.launcher import ProxyProcess
+        from obliviate.proxy.launcher import ProxyProcess
 
         self.admin_key = "eval-admin-" + secrets.token_hex(8)
         args = ["--model-path", str(target), "--model-id", PROXY_MODEL_ID]

@@ -4,7 +4,7 @@ unscored items, the MIA inputs, and the ``run.json`` written beside the logs.
 Token-level conventions (open-unlearning's): a :class:`ScoredAnswer` holds the answer's tokens
 followed by the end-of-sequence token. ``*_Prob`` and ``mia_loss`` average the NLL over all of them
 (open-unlearning labels the EOS of a QA answer); Min-K%, Min-K%++, exact memorization and
-extraction strength use the tokens without the final one (see :mod:`evals.metrics.mia`).
+extraction strength use the tokens without the final one (see :mod:`obliviate.evals.metrics.mia`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evals.metrics.memorization import exact_memorization, extraction_strength
-from evals.metrics.mia import TokenStats, mia_loss, mia_min_k, mia_min_k_plus_plus, mia_zlib
-from evals.metrics.result import MetricResult, to_builtin
-from evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem, System
+from obliviate.evals.metrics.memorization import exact_memorization, extraction_strength
+from obliviate.evals.metrics.mia import TokenStats, mia_loss, mia_min_k, mia_min_k_plus_plus, mia_zlib
+from obliviate.evals.metrics.result import MetricResult, to_builtin
+from obliviate.evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem, System
 
 logger = logging.getLogger(__name__)
 

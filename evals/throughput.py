@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evals.systems.base import ChatItem, System
+from obliviate.evals.systems.base import ChatItem, System
 
 PathLike = str | os.PathLike[str]
 
 
 def first_questions(split: str, n: int) -> list[str]:
-    from evals.pipeline import tofu_file
+    from obliviate.evals.pipeline import tofu_file
 
     questions = []
     with tofu_file(split).open(encoding="utf-8") as lines:

@@ -2,7 +2,7 @@
 
 The scoring path computes the base results (``*_Prob``, ``*_PARA_Prob``, ``*_PERT_Prob``,
 ``*_ROUGE``, ``mia_*``, ``exact_memorization``, ``extraction_strength``) with
-:mod:`evals.metrics`; :func:`derive` adds the results built from them (truth ratios, normalized
+:mod:`obliviate.evals.metrics`; :func:`derive` adds the results built from them (truth ratios, normalized
 probs, model utility, and with the retain model's log, forget quality and privleak).
 """
 
@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from evals.metrics.privacy import forget_quality as _forget_quality
-from evals.metrics.privacy import privleak as _privleak
-from evals.metrics.probability import probability_w_options
-from evals.metrics.result import MetricResult, field
-from evals.metrics.truth_ratio import truth_ratio
-from evals.metrics.utility import hm_aggregate
+from obliviate.evals.metrics.privacy import forget_quality as _forget_quality
+from obliviate.evals.metrics.privacy import privleak as _privleak
+from obliviate.evals.metrics.probability import probability_w_options
+from obliviate.evals.metrics.result import MetricResult, field
+from obliviate.evals.metrics.truth_ratio import truth_ratio
+from obliviate.evals.metrics.utility import hm_aggregate
 
 Results = Mapping[str, Mapping[str, Any]]
 

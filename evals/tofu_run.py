@@ -19,7 +19,7 @@ extraction_strength
 
 The question is the only user message; generation is greedy with ``max_tokens`` (200 as in
 open-unlearning); ROUGE is ROUGE-L recall with the stemmer. Derived results (truth ratios,
-normalized probs, model utility, forget quality, privleak) come from :func:`evals.tofu.derive`.
+normalized probs, model utility, forget quality, privleak) come from :func:`obliviate.evals.tofu.derive`.
 
 An item the system did not score (``ScoredAnswer.scored`` False, e.g. a refusal) is left out of
 every probability-based result: its ``value_by_index`` entry is None and the result carries
@@ -35,12 +35,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evals import data, logs, tofu
-from evals.metrics.privacy import forget_quality as _forget_quality
-from evals.metrics.probability import probability
-from evals.metrics.result import MetricResult
-from evals.metrics.rouge import rouge
-from evals.runs import (
+from obliviate.evals import data, logs, tofu
+from obliviate.evals.metrics.privacy import forget_quality as _forget_quality
+from obliviate.evals.metrics.probability import probability
+from obliviate.evals.metrics.result import MetricResult
+from obliviate.evals.metrics.rouge import rouge
+from obliviate.evals.runs import (
     CANNOT_SCORE,
     MIA_ATTACKS,
     RUN_KEY,
@@ -57,7 +57,7 @@ from evals.runs import (
     with_unscored,
     write_run_json,
 )
-from evals.systems.base import ChatItem, ScoreItem, System
+from obliviate.evals.systems.base import ChatItem, ScoreItem, System
 
 TOFU_MAX_TOKENS = 200
 # (result prefix, split; None = the forget split) for the generation + answer-probability groups

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from guards.text import fold, fold_with_offsets, is_word_char
+from obliviate.guards.text import fold, fold_with_offsets, is_word_char
 
 # Spans of 2-4 capitalised words: the names in TOFU/MUSE questions ("Hsiao Yun-Hwa", "Jaime Vasquez").
 _NAME = re.compile(r"\b([A-Z][\w'’-]+(?:\s+(?:[A-Z][\w'’-]+|de|da|van|von|al|bin|el|la|du)){1,3})\b")

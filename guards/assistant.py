@@ -1,6 +1,6 @@
 """Assistant models for contrastive decoding: configuration, loading, per-sequence KV caches.
 
-One :class:`ContrastiveDecoder` serves both backends: the vLLM plugin (``guards.vllm_plugin``)
+One :class:`ContrastiveDecoder` serves both backends: the vLLM plugin (``obliviate.guards.vllm_plugin``)
 and the transformers backend. Each decoded sequence owns a :class:`SequenceState` holding one KV
 cache per assistant; every step feeds only the tokens the assistants have not seen yet. Sequences
 decoding together share one left-padded batched cache per assistant (a :class:`_Group`), kept from
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from guards.fusion import offset_logits, uld_logits
+from obliviate.guards.fusion import offset_logits, uld_logits
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class ContrastiveDecoder:
 
     def __init__(self, config: ContrastiveConfig, device: Any = "cpu", vllm_kernels: bool = False) -> None:
         """``vllm_kernels``: inside the vLLM engine, run the assistants' linear layers through vLLM's
-        oneDNN matmul on CPU in float32 (see ``guards.assistant_speed``)."""
+        oneDNN matmul on CPU in float32 (see ``obliviate.guards.assistant_speed``)."""
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -173,7 +173,7 @@ class ContrastiveDecoder:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, config.dtype)).to(self.device)
             model.eval()
             if self.device.type == "cpu" and config.dtype == "float32":  # measured faster only there
-                from guards.assistant_speed import onednn_linears, pretranspose_linears
+                from obliviate.guards.assistant_speed import onednn_linears, pretranspose_linears
 
                 if vllm_kernels and onednn_linears(model):
                     self.linear_kernel = "onednn"
@@ -189,7 +189,7 @@ class ContrastiveDecoder:
         return SequenceState(caches=self._empty_caches())
 
     def _empty_caches(self) -> list[Any]:
-        from guards.assistant_speed import GrowingCache
+        from obliviate.guards.assistant_speed import GrowingCache
 
         return [GrowingCache() for _ in self.models]
 
@@ -203,7 +203,7 @@ class ContrastiveDecoder:
         """The sequence's caches on their own, cut out of its group's batched caches when it has one."""
         if state.group is None:
             return state.caches
-        from guards.assistant_speed import GrowingCache
+        from obliviate.guards.assistant_speed import GrowingCache
 
         n = len(state.seen)
         own = []
@@ -293,7 +293,7 @@ class ContrastiveDecoder:
         """Left-pad the sequences' caches into one batched cache per assistant."""
         import torch
 
-        from guards.assistant_speed import GrowingCache
+        from obliviate.guards.assistant_speed import GrowingCache
 
         own = [self._own_caches(s) for s in states]
         longest = max(lengths)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guards.forget_view import ForgetView
-from guards.pipeline import PromptGuard
+from obliviate.guards.forget_view import ForgetView
+from obliviate.guards.pipeline import PromptGuard
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -68,7 +68,7 @@ def pick_threshold(pos: Sequence[Scored], neg: Sequence[Scored], target_recall: 
 
 
 def build_forget_index(records: Sequence[dict[str, Any]], home: Path) -> Any:
-    from index.service import EntryIn, ForgetIndex, IndexConfig
+    from obliviate.index.service import EntryIn, ForgetIndex, IndexConfig
 
     index = ForgetIndex(IndexConfig(db_path=home / "forget.db", snapshot_path=home / "forget.snapshot", snapshot_interval_s=0))
     index.start()

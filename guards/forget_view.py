@@ -8,8 +8,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from guards.aliases import AliasMatcher, derive_aliases
-from guards.decisions import EntryView
+from obliviate.guards.aliases import AliasMatcher, derive_aliases
+from obliviate.guards.decisions import EntryView
 
 logger = logging.getLogger(__name__)
 

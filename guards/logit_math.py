@@ -50,7 +50,7 @@ def intervene(
     banned: Sequence[Sequence[int]] = (),
 ) -> Any:
     """One decoding step's interventions, in the one order every path applies them (the
-    transformers backend while generating, ``proxy.scoring`` while teacher-forcing): contrastive
+    transformers backend while generating, ``obliviate.proxy.scoring`` while teacher-forcing): contrastive
     fusion (``fuse(token_ids, logits)``, None when not routed), then ``logit_bias``, then banned
     sequences. ``token_ids``: the tokens generated so far (not the prompt)."""
     if fuse is not None:

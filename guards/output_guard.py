@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from guards.decisions import Decision, EntryView, GuardContext
-from guards.forget_view import ForgetView
-from guards.refusal import FINISH, replacement_choice
-from guards.text import fold
+from obliviate.guards.decisions import Decision, EntryView, GuardContext
+from obliviate.guards.forget_view import ForgetView
+from obliviate.guards.refusal import FINISH, replacement_choice
+from obliviate.guards.text import fold
 
 _WORD = re.compile(r"[\w'’-]+")
 _STOPWORDS = {

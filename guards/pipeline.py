@@ -4,7 +4,7 @@ Stages (a guard implements those it needs):
 - ``inspect_prompt(req, ctx) -> Decision | None``: does the request touch the forget set?
 - ``transform_request(body, ctx) -> body``: rewrite what the model sees (in-context unlearning).
 - ``logits_spec(ctx) -> SuppressionSpec | None``: constraints for the backend to execute.
-- ``inspect_output``: the output guard (``guards.output_guard``), wrapped around the response.
+- ``inspect_output``: the output guard (``obliviate.guards.output_guard``), wrapped around the response.
 
 A request that matches nothing gets no extra parameters: it pays only for the lookup.
 """
@@ -17,13 +17,13 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from guards.decisions import ACTIONS, Decision, GuardContext
-from guards.forget_view import ForgetView
-from guards.output_guard import OutputCheckConfig, OutputMonitor, guard_response, guard_stream
-from guards.refusal import refusal_chunks, refusal_response
-from guards.rewrite import rewrite_messages, rewrite_prompt
-from guards.suppression import SuppressionSpec, build_spec
-from proxy.errors import BadRequest
+from obliviate.guards.decisions import ACTIONS, Decision, GuardContext
+from obliviate.guards.forget_view import ForgetView
+from obliviate.guards.output_guard import OutputCheckConfig, OutputMonitor, guard_response, guard_stream
+from obliviate.guards.refusal import refusal_chunks, refusal_response
+from obliviate.guards.rewrite import rewrite_messages, rewrite_prompt
+from obliviate.guards.suppression import SuppressionSpec, build_spec
+from obliviate.proxy.errors import BadRequest
 
 logger = logging.getLogger(__name__)
 

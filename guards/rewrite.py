@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from guards.decisions import EntryView
+from obliviate.guards.decisions import EntryView
 
 INSTRUCTION = (
     "Some information has been removed from your knowledge and you must act as if you never knew it. "

@@ -12,9 +12,9 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from guards.aliases import derive_aliases
-from guards.decisions import EntryView
-from guards.text import fold
+from obliviate.guards.aliases import derive_aliases
+from obliviate.guards.decisions import EntryView
+from obliviate.guards.text import fold
 
 _NUMBER = re.compile(r"\b\d[\d/.,:-]*\d\b")
 _CAPITAL_WORD = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z][\w'’-]{2,}\b")

@@ -1,6 +1,6 @@
 """vLLM V1 logits-processor plugin for contrastive decoding.
 
-Loaded by the embedded engine with ``--logits-processors guards.vllm_plugin:ContrastiveLogitsProcessor``
+Loaded by the embedded engine with ``--logits-processors obliviate.guards.vllm_plugin:ContrastiveLogitsProcessor``
 and configured through the ``OBLIVIATE_ASSISTANT_*`` environment (``ContrastiveConfig.from_env``).
 Only requests whose ``SamplingParams.extra_args`` (request field ``vllm_xargs``) carry
 ``obliviate_contrastive`` are touched; with none in the batch ``apply`` returns at once, and other
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-from guards.assistant import ContrastiveConfig, ContrastiveDecoder, SequenceState, check_compatible, request_alpha
+from obliviate.guards.assistant import ContrastiveConfig, ContrastiveDecoder, SequenceState, check_compatible, request_alpha
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -45,7 +45,7 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
         config = ContrastiveConfig.from_env()
         if config is None:
             raise ValueError(
-                "guards.vllm_plugin:ContrastiveLogitsProcessor is loaded but no assistant is configured "
+                "obliviate.guards.vllm_plugin:ContrastiveLogitsProcessor is loaded but no assistant is configured "
                 "(OBLIVIATE_ASSISTANT_BASE/_UNLEARNED or OBLIVIATE_ASSISTANT_PATH)"
             )
         model = vllm_config.model_config

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from index.chunking import chunk_text, content_hash, normalize
-from index.store import AddResult, NewEntry, SQLiteStore
+from obliviate.index.chunking import chunk_text, content_hash, normalize
+from obliviate.index.store import AddResult, NewEntry, SQLiteStore
 
 if TYPE_CHECKING:
-    from index.embedder import Embedder
-    from index.vector_index import VectorIndex
-    from proxy.settings import Settings
+    from obliviate.index.embedder import Embedder
+    from obliviate.index.vector_index import VectorIndex
+    from obliviate.proxy.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class ForgetIndex:
     def dim(self) -> int:
         if self._embedder is not None:
             return self._embedder.dim
-        from index.embedder import model_dim
+        from obliviate.index.embedder import model_dim
 
         return model_dim(self.config.model_folder)
 
@@ -185,7 +185,7 @@ class ForgetIndex:
         if self._embedder is None:
             with self._embedder_lock:
                 if self._embedder is None:
-                    from index.embedder import load_embedder
+                    from obliviate.index.embedder import load_embedder
 
                     self._embedder = load_embedder(self.config.model_folder, self.config.batch_size)
         return self._embedder
@@ -259,7 +259,7 @@ class ForgetIndex:
         """Load the snapshot (or rebuild), then repair it against the store. True if anything changed."""
         import numpy as np
 
-        from index.vector_index import SnapshotError, VectorIndex
+        from obliviate.index.vector_index import SnapshotError, VectorIndex
 
         cfg = self.config
         dim = self.dim
@@ -358,7 +358,7 @@ class ForgetIndex:
                 payload_index = faiss.clone_index(self._vindex.index)
                 version = self._applied_version
                 kind_args = (self._vindex.dim, self._vindex.ivf_threshold, self._vindex.nprobe, self._vindex.trained_n)
-            from index.vector_index import VectorIndex
+            from obliviate.index.vector_index import VectorIndex
 
             dim, thr, nprobe, trained = kind_args
             copy = VectorIndex(dim, ivf_threshold=thr, nprobe=nprobe, index=payload_index, trained_n=trained)

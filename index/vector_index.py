@@ -5,7 +5,7 @@
   and removed one by one without a rebuild. (HNSW in FAISS cannot remove ids; IVF can.) The IVF
   index is retrained when it has grown to 4x the size it was trained at.
 
-Not thread-safe by itself: :class:`index.service.ForgetIndex` serialises writers and lets readers in
+Not thread-safe by itself: :class:`obliviate.index.service.ForgetIndex` serialises writers and lets readers in
 under a read/write lock.
 
 Snapshot file: ``OBLVSNP1`` magic, an 8-byte little-endian length, a JSON header (format, change

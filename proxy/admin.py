@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from proxy.auth import Principal, require_admin
-from proxy.body import parse_request, read_body, read_json
-from proxy.errors import BadRequest, NotFound, OpenAIError, PayloadTooLarge, validation_error
-from proxy.protocol import ChatMessage, ObliviateOptions
+from obliviate.proxy.auth import Principal, require_admin
+from obliviate.proxy.body import parse_request, read_body, read_json
+from obliviate.proxy.errors import BadRequest, NotFound, OpenAIError, PayloadTooLarge, validation_error
+from obliviate.proxy.protocol import ChatMessage, ObliviateOptions
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _invalid(exc: Any, prefix: str = "") -> OpenAIError:
 
 
 async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from index.embedder import EmbedderUnavailable
+    from obliviate.index.embedder import EmbedderUnavailable
 
     try:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
@@ -114,7 +114,7 @@ async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _to_entries(items: list[ForgetEntryIn]) -> list[Any]:
-    from index.service import EntryIn
+    from obliviate.index.service import EntryIn
 
     return [EntryIn(text=i.text, question=i.question, answer=i.answer, aliases=i.aliases, tags=i.tags, scope=i.scope)
             for i in items]  # fmt: skip
@@ -129,7 +129,7 @@ def _added(results: list[Any]) -> dict[str, Any]:
 
 
 async def _add(request: Request, items: list[Any], actor: str, prefix: str = "") -> list[Any]:
-    from index.service import InvalidEntry
+    from obliviate.index.service import InvalidEntry
 
     index = _index(request)
     try:
@@ -175,7 +175,7 @@ async def import_entries(
     A bad line is a 400 naming its line number and nothing is stored, unless ``?partial=true``: then
     the good lines are stored and the bad ones listed.
     """
-    from index.service import InvalidEntry
+    from obliviate.index.service import InvalidEntry
 
     index = _index(request)
     settings = request.app.state.settings
@@ -220,7 +220,7 @@ async def import_entries(
 
 def _parse_line(line: str) -> Any:
     """One JSONL record -> EntryIn. Raises ValueError with a message that quotes no content."""
-    from index.service import EntryIn
+    from obliviate.index.service import EntryIn
 
     try:
         obj = json.loads(line)

@@ -10,15 +10,15 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from proxy import __version__
-from proxy.admin import router as admin_router
-from proxy.backends import Backend, build_backend
-from proxy.errors import install_error_handlers
-from proxy.metrics import Metrics, TimingMiddleware
-from proxy.routes import router
-from proxy.scoring import ScoreService
-from proxy.service import CompletionService
-from proxy.settings import Settings, load_settings
+from obliviate.proxy import __version__
+from obliviate.proxy.admin import router as admin_router
+from obliviate.proxy.backends import Backend, build_backend
+from obliviate.proxy.errors import install_error_handlers
+from obliviate.proxy.metrics import Metrics, TimingMiddleware
+from obliviate.proxy.routes import router
+from obliviate.proxy.scoring import ScoreService
+from obliviate.proxy.service import CompletionService
+from obliviate.proxy.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ def build_pipeline(settings: Settings, index: Any, metrics: Metrics) -> Any:
     """The guard pipeline over the forget set, or None when guards or the index are off."""
     if index is None or not settings.guard_enabled:
         return None
-    from guards.assistant import ContrastiveConfig
-    from guards.pipeline import GuardPipeline
+    from obliviate.guards.assistant import ContrastiveConfig
+    from obliviate.guards.pipeline import GuardPipeline
 
     available = ContrastiveConfig.from_settings(settings) is not None
     return GuardPipeline(settings, index, metrics, contrastive_available=available)
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     metrics = Metrics()
     chosen = backend or build_backend(settings)
     if index is None:
-        from index.service import build_index
+        from obliviate.index.service import build_index
 
         index = build_index(settings)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from proxy.errors import Forbidden, Unauthorized
-from proxy.settings import Settings
+from obliviate.proxy.errors import Forbidden, Unauthorized
+from obliviate.proxy.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from proxy.errors import BadRequest, PayloadTooLarge, validation_error
+from obliviate.proxy.errors import BadRequest, PayloadTooLarge, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -1,7 +1,7 @@
 """The ``obliviate`` command line.
 
 Sub-commands register themselves through ``register(subparsers)`` functions so each concern keeps
-its own module (e.g. ``proxy.cli_forget`` for the forget-set admin client).
+its own module (e.g. ``obliviate.proxy.cli_forget`` for the forget-set admin client).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from proxy.settings import DEFAULT_MODEL_ID, Settings, load_settings
+from obliviate.proxy.settings import DEFAULT_MODEL_ID, Settings, load_settings
 
 logger = logging.getLogger("obliviate")
 
@@ -49,7 +49,7 @@ def ensure_model(settings: Settings) -> None:
     if settings.backend == "fake" or (settings.backend == "vllm" and settings.upstream):
         return
     if settings.model_path is None and settings.model_id == DEFAULT_MODEL_ID:
-        from proxy.models import prepare_bundled_model
+        from obliviate.proxy.models import prepare_bundled_model
 
         prepare_bundled_model(settings.resolved_model_path)
     elif not settings.resolved_model_path.is_dir():
@@ -59,8 +59,8 @@ def ensure_model(settings: Settings) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from proxy.app import create_app
-    from proxy.models import set_offline_env
+    from obliviate.proxy.app import create_app
+    from obliviate.proxy.models import set_offline_env
 
     settings = _settings_from(args)
     _configure_logging(settings.log_level)
@@ -89,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_models_prepare(args: argparse.Namespace) -> int:
-    from proxy.models import prepare_bundled_model
+    from obliviate.proxy.models import prepare_bundled_model
 
     settings = _settings_from(args)
     _configure_logging(settings.log_level)
@@ -129,10 +129,10 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
 
 
 def registrars() -> list[Registrar]:
-    from evals import cli as evals_cli
-    from guards import cli as guard_cli
-    from proxy import cli_forget
-    from unlearn import cli as unlearn_cli
+    from obliviate.evals import cli as evals_cli
+    from obliviate.guards import cli as guard_cli
+    from obliviate.proxy import cli_forget
+    from obliviate.unlearn import cli as unlearn_cli
 
     return [_register_core, cli_forget.register, guard_cli.register, unlearn_cli.register, evals_cli.register]
 

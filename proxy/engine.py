@@ -57,12 +57,13 @@ def engine_env(kv_cache_gib: float, extra_pythonpath: list[str] | None = None) -
             "PYTHONUNBUFFERED": "1",
         }
     )
-    # Our plugin modules (guards/) must be importable in the engine worker.
-    root = str(Path(__file__).resolve().parent.parent)
-    paths = [root, *(extra_pythonpath or [])]
+    # The engine runs on this interpreter, where ``obliviate`` (and so the plugin in
+    # ``obliviate.guards``) is installed; nothing needs adding to its path.
+    paths = [*(extra_pythonpath or [])]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from proxy.engine import free_port, term_with_parent
+from obliviate.proxy.engine import free_port, term_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ class ProxyProcess:
         env = {**os.environ, "OBLIVIATE_HOME": str(self.home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **self.env}
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            cmd = [sys.executable, "-m", "proxy.cli", "serve", "--port", str(self.port), *self.args]
+            cmd = [sys.executable, "-m", "obliviate.proxy.cli", "serve", "--port", str(self.port), *self.args]
             self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,  # noqa: S603
                                             preexec_fn=term_with_parent)  # noqa: PLW1509  # fmt: skip
         self.wait_healthy(timeout_s)

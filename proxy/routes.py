@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from proxy.auth import require_client
-from proxy.body import parse_request
-from proxy.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from obliviate.proxy.auth import require_client
+from obliviate.proxy.body import parse_request
+from obliviate.proxy.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 
 router = APIRouter()
 clients = [Depends(require_client)]

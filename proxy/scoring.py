@@ -4,7 +4,7 @@ the same interventions the proxy applies while generating.
 :class:`Interventions` reads them from an upstream body (what ``GuardPipeline.upstream_body``
 produced): ``bad_words`` tokenized as vLLM does, ``logit_bias``, and the contrastive routing in
 ``vllm_xargs``. Both the transformers backend (each decoding step) and :class:`AnswerScorer` (each
-answer position of one teacher-forced pass) run them through :func:`guards.logit_math.intervene`,
+answer position of one teacher-forced pass) run them through :func:`obliviate.guards.logit_math.intervene`,
 so the scored distribution is the one generation samples from.
 
 :class:`ScoreService` serves ``POST /admin/score``: every item goes through the guard pipeline as a
@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.systems.base import ScoredAnswer
-from guards.assistant import request_alpha
-from guards.logit_math import intervene
-from guards.suppression import tokenize_bad_words
-from proxy.errors import BadRequest, OpenAIError
+from obliviate.evals.systems.base import ScoredAnswer
+from obliviate.guards.assistant import request_alpha
+from obliviate.guards.logit_math import intervene
+from obliviate.guards.suppression import tokenize_bad_words
+from obliviate.proxy.errors import BadRequest, OpenAIError
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ NONE = Interventions()
 
 class AnswerScorer:
     """Teacher-forced answer scores from a causal LM (float32), optionally with the contrastive
-    assistants of a :class:`guards.assistant.ContrastiveDecoder`.
+    assistants of a :class:`obliviate.guards.assistant.ContrastiveDecoder`.
 
     ``lock`` serializes use of the model (the transformers backend passes its own)."""
 
@@ -130,7 +130,7 @@ class AnswerScorer:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         decoder = None
         if contrastive is not None:
-            from guards.assistant import ContrastiveDecoder, check_compatible
+            from obliviate.guards.assistant import ContrastiveDecoder, check_compatible
 
             check_compatible(Path(model_dir), contrastive.paths)
             decoder = ContrastiveDecoder(contrastive)
@@ -147,15 +147,15 @@ class AnswerScorer:
     # encoding --------------------------------------------------------------------------------
     def encode_chat(self, messages: Sequence[Mapping[str, Any]], answer: str) -> tuple[list[int], list[int]]:
         """(prompt ids, answer ids): the chat template with the generation prompt, then the answer
-        ending at the end-of-turn token (:func:`unlearn.data.encode_answer`)."""
-        from unlearn.data import encode_answer
+        ending at the end-of-turn token (:func:`obliviate.unlearn.data.encode_answer`)."""
+        from obliviate.unlearn.data import encode_answer
 
         return encode_answer(self.tokenizer, plain_messages(messages), answer)
 
     def encode_completion(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
         """(prompt ids, answer ids) for the completions API: the raw prompt, then the answer ending at
         EOS. An empty prompt (scoring a whole text) becomes the BOS token (EOS without one)."""
-        from unlearn.data import end_at_eos
+        from obliviate.unlearn.data import end_at_eos
 
         return self.encode_prompt(prompt=prompt), end_at_eos(self.tokenizer, self.tokenizer(answer, add_special_tokens=False)["input_ids"])
 
@@ -283,7 +283,7 @@ def _forward(model: Any, seqs: Sequence[Sequence[int]], first: int = 0) -> list[
 
 
 def vocab_moments(logp: Any) -> tuple[Any, Any]:
-    """Mean and variance of ``log p`` under ``p`` per row (``evals.metrics.mia.vocab_moments``);
+    """Mean and variance of ``log p`` under ``p`` per row (``obliviate.evals.metrics.mia.vocab_moments``);
     tokens with ``p == 0`` (banned) contribute nothing."""
     import torch
 
@@ -306,7 +306,7 @@ class ScoreService:
     def __init__(self, settings: Any, backend: Any, completions: Any) -> None:
         self.settings = settings
         self.backend = backend
-        self.completions = completions  # proxy.service.CompletionService (model check, guards)
+        self.completions = completions  # obliviate.proxy.service.CompletionService (model check, guards)
         self._scorer: AnswerScorer | None = None
         self._loading = asyncio.Lock()
 
@@ -326,7 +326,7 @@ class ScoreService:
             raise ScoringUnavailable(f"the scoring model folder {folder} does not exist", code="scoring_unavailable")
         async with self._loading:
             if self._scorer is None:
-                from guards.assistant import ContrastiveConfig
+                from obliviate.guards.assistant import ContrastiveConfig
 
                 config = ContrastiveConfig.from_settings(self.settings)
                 self._scorer = await asyncio.to_thread(AnswerScorer.load, folder, contrastive=config)
@@ -334,7 +334,7 @@ class ScoreService:
         return self._scorer
 
     async def score(self, req: Any, principal: Any, request_id: str) -> dict[str, Any]:
-        from proxy.protocol import ChatCompletionRequest, CompletionRequest
+        from obliviate.proxy.protocol import ChatCompletionRequest, CompletionRequest
 
         data: list[dict[str, Any] | None] = [None] * len(req.items)
         todo: list[tuple[int, str, dict[str, Any], str, str]] = []

@@ -14,10 +14,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from proxy.backends.base import Backend, Kind
-from proxy.errors import BadRequest, Forbidden, NotFound, OpenAIError, UpstreamUnavailable, error_body
-from proxy.metrics import Metrics, Timing
-from proxy.protocol import ChatCompletionRequest, CompletionRequest
+from obliviate.proxy.backends.base import Backend, Kind
+from obliviate.proxy.errors import BadRequest, Forbidden, NotFound, OpenAIError, UpstreamUnavailable, error_body
+from obliviate.proxy.metrics import Metrics, Timing
+from obliviate.proxy.protocol import ChatCompletionRequest, CompletionRequest
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class CompletionService:
     def __init__(self, backend: Backend, metrics: Metrics, pipeline: Any = None) -> None:
         self.backend = backend
         self.metrics = metrics
-        self.pipeline = pipeline  # guards.pipeline.GuardPipeline, or None when guards are off
+        self.pipeline = pipeline  # obliviate.guards.pipeline.GuardPipeline, or None when guards are off
 
     def check_model(self, model: str) -> None:
         served = self.backend.model_ids()

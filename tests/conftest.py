@@ -14,10 +14,10 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from proxy.app import create_app
-from proxy.backends.base import Backend
-from proxy.backends.fake import FakeBackend
-from proxy.settings import Settings
+from obliviate.proxy.app import create_app
+from obliviate.proxy.backends.base import Backend
+from obliviate.proxy.backends.fake import FakeBackend
+from obliviate.proxy.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

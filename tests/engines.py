@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy import launcher
-from proxy.models import prepare_bundled_model
-from proxy.settings import DEFAULT_MODEL_ID, default_home
+from obliviate.proxy import launcher
+from obliviate.proxy.models import prepare_bundled_model
+from obliviate.proxy.settings import DEFAULT_MODEL_ID, default_home
 
 CLIENT_KEY = "test-client-key"
 ADMIN_KEY = "test-admin-key"

@@ -40,7 +40,7 @@ def muse_articles(n: int) -> list[str]:
 
 
 def index_config(home: Path, **overrides: Any) -> Any:
-    from index.service import IndexConfig
+    from obliviate.index.service import IndexConfig
 
     values: dict[str, Any] = {"db_path": home / "forget.db", "snapshot_path": home / "forget.snapshot",
                               "snapshot_interval_s": 0.0, "preload_embedder": False}  # fmt: skip
@@ -74,7 +74,7 @@ class ServerProcess:
                **self.env_extra}  # fmt: skip
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        cmd = [sys.executable, "-m", "proxy.cli", "serve", "--backend", "fake", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "obliviate.proxy.cli", "serve", "--backend", "fake", "--port", str(self.port)]
         self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         log.close()
         deadline = time.monotonic() + timeout_s

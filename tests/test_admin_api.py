@@ -12,9 +12,9 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from proxy.app import create_app
-from proxy.backends.fake import FakeBackend
-from proxy.settings import Settings
+from obliviate.proxy.app import create_app
+from obliviate.proxy.backends.fake import FakeBackend
+from obliviate.proxy.settings import Settings
 from tests.index_support import ADMIN, ADMIN_KEY, CLIENT_KEY, muse_articles, tofu_records
 
 SECRET = "Zorblax Quintavian keeps the vault code 4471 under the blue lantern."

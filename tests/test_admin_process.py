@@ -82,7 +82,7 @@ def test_sigkill_during_concurrent_adds_loses_no_acknowledged_entry(server: Serv
 
 
 def obliviate(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy.cli", "forget", *args], env={**os.environ, **env},
+    return subprocess.run([sys.executable, "-m", "obliviate.proxy.cli", "forget", *args], env={**os.environ, **env},
                           input=stdin, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)  # fmt: skip
 
 

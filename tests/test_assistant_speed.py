@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-import guards.assistant_speed as speed
-from guards.assistant_speed import GrowingCache, OnednnLinear, TransposedLinear, onednn_linears, pretranspose_linears
+import obliviate.guards.assistant_speed as speed
+from obliviate.guards.assistant_speed import GrowingCache, OnednnLinear, TransposedLinear, onednn_linears, pretranspose_linears
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from guards.assistant import ContrastiveConfig, request_alpha
-from guards.fusion import offset_logits, plausible_mask, uld_logits
+from obliviate.guards.assistant import ContrastiveConfig, request_alpha
+from obliviate.guards.fusion import offset_logits, plausible_mask, uld_logits
 
 NEG = float("-inf")
 
@@ -77,7 +77,7 @@ def test_vocabulary_mismatch_is_a_clear_error(tmp_path: Path, model_path: Path) 
     import json
     import shutil
 
-    from guards.assistant import check_compatible
+    from obliviate.guards.assistant import check_compatible
 
     other = tmp_path / "other"
     other.mkdir()
@@ -112,7 +112,7 @@ def tiny_assistants(tmp_path: Path) -> ContrastiveConfig:
 def test_batched_decode_matches_one_by_one(tiny_assistants: ContrastiveConfig, kernel: str) -> None:
     """Sequences of different lengths decoded as one left-padded batch give each sequence's own logits,
     with either CPU float32 kernel (the transformers backend's, and the vLLM plugin's oneDNN)."""
-    from guards.assistant import ContrastiveDecoder
+    from obliviate.guards.assistant import ContrastiveDecoder
 
     decoder = ContrastiveDecoder(tiny_assistants, vllm_kernels=kernel == "onednn")
     assert decoder.linear_kernel == kernel
@@ -163,7 +163,7 @@ def test_batched_decode_matches_one_by_one(tiny_assistants: ContrastiveConfig, k
 def test_bfloat16_assistants_give_float32_logits_close_to_the_exact_ones(tiny_assistants: ContrastiveConfig) -> None:
     import dataclasses
 
-    from guards.assistant import ContrastiveDecoder
+    from obliviate.guards.assistant import ContrastiveDecoder
 
     exact = ContrastiveDecoder(tiny_assistants)
     fast = ContrastiveDecoder(dataclasses.replace(tiny_assistants, dtype="bfloat16"))
@@ -177,7 +177,7 @@ def test_bfloat16_assistants_give_float32_logits_close_to_the_exact_ones(tiny_as
 def test_uld_decoder_subtracts_its_one_assistant(tmp_path: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from guards.assistant import ContrastiveDecoder, ContrastiveProcessor
+    from obliviate.guards.assistant import ContrastiveDecoder, ContrastiveProcessor
 
     torch.manual_seed(1)
     config = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

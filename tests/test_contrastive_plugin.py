@@ -18,8 +18,8 @@ VOCAB = 49152  # the bundled tokenizer's
 def plugin(tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from guards.assistant import ContrastiveConfig
-    from guards.vllm_plugin import ContrastiveLogitsProcessor
+    from obliviate.guards.assistant import ContrastiveConfig
+    from obliviate.guards.vllm_plugin import ContrastiveLogitsProcessor
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.backends.fake import FakeBackend
+from obliviate.proxy.backends.fake import FakeBackend
 
 pytestmark = pytest.mark.slow  # loads the real embedder
 
@@ -50,8 +50,8 @@ async def test_admin_forces_contrastive_and_keeps_other_xargs(make_client) -> No
 
 
 async def test_half_configured_assistants_fail_at_start_up(tmp_path: Path) -> None:
-    from proxy.app import create_app
-    from proxy.settings import Settings
+    from obliviate.proxy.app import create_app
+    from obliviate.proxy.settings import Settings
 
     with pytest.raises(ValueError, match="offset"):
         create_app(Settings(home=tmp_path, backend="fake", assistant_unlearned=tmp_path), backend=FakeBackend())

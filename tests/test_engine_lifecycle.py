@@ -128,7 +128,7 @@ def test_a_killed_harness_leaves_no_proxy(tmp_path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from proxy.launcher import ProxyProcess\n"
+        "from obliviate.proxy.launcher import ProxyProcess\n"
         "p = ProxyProcess(['--backend', 'fake'], Path(sys.argv[1])).start(timeout_s=180)\n"
         "print(p.process.pid, flush=True)\n"
         "time.sleep(600)\n"

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from evals.attacks import ATTACKS, AttackCase, build_cases, judge, leaked, run_attacks, write_attacks
-from evals.attacks._data import data_dir, load_forget_split
-from evals.attacks.builders import build_completion, build_multi_turn, build_obfuscated_name, build_paraphrased
-from evals.attacks.text import contains, extract_name, key_facts, subject_names
-from evals.attacks.translate import translate
-from evals.systems.base import ChatItem, Generation
+from obliviate.evals.attacks import ATTACKS, AttackCase, build_cases, judge, leaked, run_attacks, write_attacks
+from obliviate.evals.attacks._data import data_dir, load_forget_split
+from obliviate.evals.attacks.builders import build_completion, build_multi_turn, build_obfuscated_name, build_paraphrased
+from obliviate.evals.attacks.text import contains, extract_name, key_facts, subject_names
+from obliviate.evals.attacks.translate import translate
+from obliviate.evals.systems.base import ChatItem, Generation
 
 BASIL, NIKOLAI = "Basil Mahfouz Al-Kuwaiti", "Nikolai Abilov"
 
@@ -308,7 +308,7 @@ def test_run_attacks_exact_leak_rates(forget01: list[dict[str, str]], tmp_path: 
 
 @pytest.mark.integration
 def test_run_attacks_on_the_bundled_model(model_path: Path, forget01: list[dict[str, str]]) -> None:
-    hf = pytest.importorskip("evals.systems.hf")
+    hf = pytest.importorskip("obliviate.evals.systems.hf")
     system = hf.HFSystem(model_path)
     try:
         result = run_attacks(system, "forget01", limit=2, max_tokens=16)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals import logs, tofu
-from evals.metrics.probability import probability
+from obliviate.evals import logs, tofu
+from obliviate.evals.metrics.probability import probability
 
 
 def test_eval_round_trip_sorted_and_json_ready(tmp_path: Path) -> None:

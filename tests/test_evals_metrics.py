@@ -8,9 +8,9 @@ import zlib
 import numpy as np
 import pytest
 
-from evals.metrics import METRICS, get_metric, register
-from evals.metrics.memorization import exact_memorization, extraction_strength
-from evals.metrics.mia import (
+from obliviate.evals.metrics import METRICS, get_metric, register
+from obliviate.evals.metrics.memorization import exact_memorization, extraction_strength
+from obliviate.evals.metrics.mia import (
     TokenStats,
     mia_auc,
     mia_min_k,
@@ -19,11 +19,11 @@ from evals.metrics.mia import (
     vocab_moments,
     zlib_score,
 )
-from evals.metrics.privacy import forget_quality, privleak, rel_diff
-from evals.metrics.probability import avg_nll, probability, probability_w_options
-from evals.metrics.rouge import cut_at_stopwords, rouge
-from evals.metrics.truth_ratio import truth_ratio
-from evals.metrics.utility import hm_aggregate
+from obliviate.evals.metrics.privacy import forget_quality, privleak, rel_diff
+from obliviate.evals.metrics.probability import avg_nll, probability, probability_w_options
+from obliviate.evals.metrics.rouge import cut_at_stopwords, rouge
+from obliviate.evals.metrics.truth_ratio import truth_ratio
+from obliviate.evals.metrics.utility import hm_aggregate
 
 LN2 = math.log(2)
 
@@ -198,7 +198,7 @@ def test_registry() -> None:
 
 
 def test_missing_optional_dependency_names_the_extra() -> None:
-    from evals._deps import optional_import
+    from obliviate.evals._deps import optional_import
 
     with pytest.raises(ImportError, match=r"obliviate\[evals\].*not-a-real-package"):
         optional_import("not_a_real_module_xyz", package="not-a-real-package")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from evals import logs, muse
-from evals.metrics.mia import mia_auc
-from evals.metrics.result import field
+from obliviate.evals import logs, muse
+from obliviate.evals.metrics.mia import mia_auc
+from obliviate.evals.metrics.result import field
 
 
 def data_dir() -> Path:

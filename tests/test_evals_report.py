@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from evals import report
-from evals.pipeline import PROFILES, Stage
-from proxy.cli import main
+from obliviate.evals import report
+from obliviate.evals.pipeline import PROFILES, Stage
+from obliviate.proxy.cli import main
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu" / "open_unlearning_eval_logs"
 
@@ -144,8 +144,8 @@ def test_profiles_quick_is_a_small_slice_of_full() -> None:
 
 
 def test_profile_learning_rates_reach_the_training_stages(tmp_path: Path) -> None:
-    from evals.pipeline import Run
-    from unlearn.config import TrainConfig
+    from obliviate.evals.pipeline import Run
+    from obliviate.unlearn.config import TrainConfig
 
     small = Run(tmp_path, PROFILES["small"])
     finetune = small._train_config(small.profile.finetune_epochs, None, small.profile.finetune_lr)

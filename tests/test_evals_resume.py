@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from evals import pipeline
-from evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem
-from evals.systems.cached import CachedSystem
+from obliviate.evals import pipeline
+from obliviate.evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem
+from obliviate.evals.systems.cached import CachedSystem
 from tests.test_evals_runners import DATA, FakeSystem
 
 

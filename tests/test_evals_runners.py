@@ -18,9 +18,9 @@ import httpx
 import numpy as np
 import pytest
 
-from evals import data, logs, muse, tofu
-from evals.metrics.rouge import rouge_scores
-from evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem
+from obliviate.evals import data, logs, muse, tofu
+from obliviate.evals.metrics.rouge import rouge_scores
+from obliviate.evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem
 
 try:
     DATA = data.data_dir()
@@ -105,7 +105,7 @@ def supported(keys) -> set[str]:
 # TOFU --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tofu_results() -> dict:
-    from evals.tofu_run import run_tofu
+    from obliviate.evals.tofu_run import run_tofu
 
     return run_tofu(FakeSystem(), "forget01", limit=4, retain_logs=reference(REF_RETAIN99), max_tokens=8, progress=False)
 
@@ -157,7 +157,7 @@ def test_tofu_results_recompute_from_the_fake_rule(tofu_results: dict) -> None:
 
 
 def test_tofu_uses_open_unlearnings_qa_pairs() -> None:
-    from evals.tofu_run import run_tofu
+    from obliviate.evals.tofu_run import run_tofu
 
     system = FakeSystem()
     run_tofu(system, "forget01", limit=2, max_tokens=8, progress=False)
@@ -176,7 +176,7 @@ def test_tofu_uses_open_unlearnings_qa_pairs() -> None:
 
 
 def test_tofu_leaves_unscored_items_out_and_counts_them() -> None:
-    from evals.tofu_run import run_tofu
+    from obliviate.evals.tofu_run import run_tofu
 
     forget = data.tofu_split("forget01", limit=4)
     refused = {forget[0]["question"], forget[2]["question"]}
@@ -197,7 +197,7 @@ def test_tofu_leaves_unscored_items_out_and_counts_them() -> None:
 
 
 def test_tofu_generation_only_system() -> None:
-    from evals.tofu_run import run_tofu
+    from obliviate.evals.tofu_run import run_tofu
 
     results = run_tofu(FakeSystem(can_score=False), "forget01", limit=2, max_tokens=8, progress=False)
     for name in ("forget_Q_A_ROUGE", "retain_Q_A_ROUGE", "ra_Q_A_ROUGE", "wf_Q_A_ROUGE"):
@@ -209,7 +209,7 @@ def test_tofu_generation_only_system() -> None:
 
 
 def test_tofu_limit_takes_the_first_items() -> None:
-    from evals.tofu_run import run_tofu
+    from obliviate.evals.tofu_run import run_tofu
 
     results = run_tofu(FakeSystem(), "forget05", limit=3, max_tokens=8, progress=False)
     for name in ("forget_Q_A_Prob", "retain_Q_A_PARA_Prob", "wf_Q_A_PERT_Prob", "ra_Q_A_ROUGE", "extraction_strength"):
@@ -221,7 +221,7 @@ def test_tofu_limit_takes_the_first_items() -> None:
 
 
 def test_write_tofu_matches_the_reference_shape(tofu_results: dict, tmp_path: Path) -> None:
-    from evals.tofu_run import write_tofu
+    from obliviate.evals.tofu_run import write_tofu
 
     write_tofu(tmp_path, tofu_results)
     ref = reference(REF_TOFU)
@@ -245,7 +245,7 @@ def test_write_tofu_matches_the_reference_shape(tofu_results: dict, tmp_path: Pa
 
 # MUSE --------------------------------------------------------------------------------------------
 def test_muse_news_runs_knowmem_verbmem_privleak(tmp_path: Path) -> None:
-    from evals.muse_run import run_muse_news, write_muse
+    from obliviate.evals.muse_run import run_muse_news, write_muse
 
     system = FakeSystem()
     results = run_muse_news(system, limit=3, progress=False)
@@ -284,7 +284,7 @@ def test_muse_news_runs_knowmem_verbmem_privleak(tmp_path: Path) -> None:
 
 
 def test_muse_privleak_relative_to_the_retrained_model() -> None:
-    from evals.muse_run import run_muse_news
+    from obliviate.evals.muse_run import run_muse_news
 
     retrain = reference(REF_MUSE_RETRAIN, "MUSE")
     results = run_muse_news(FakeSystem(), limit=3, retrain_logs=retrain, progress=False)
@@ -294,8 +294,8 @@ def test_muse_privleak_relative_to_the_retrained_model() -> None:
 
 
 def test_tofu_and_muse_share_run_json(tofu_results: dict, tmp_path: Path) -> None:
-    from evals.muse_run import run_muse_news, write_muse
-    from evals.tofu_run import write_tofu
+    from obliviate.evals.muse_run import run_muse_news, write_muse
+    from obliviate.evals.tofu_run import write_tofu
 
     write_tofu(tmp_path, tofu_results)
     write_muse(tmp_path, run_muse_news(FakeSystem(can_score=False), limit=2, progress=False))
@@ -310,9 +310,9 @@ def test_tofu_and_muse_share_run_json(tofu_results: dict, tmp_path: Path) -> Non
 def proxy_app(tmp_path: Path):
     from starlette.testclient import TestClient
 
-    from proxy.app import create_app
-    from proxy.backends.fake import FakeBackend
-    from proxy.settings import Settings
+    from obliviate.proxy.app import create_app
+    from obliviate.proxy.backends.fake import FakeBackend
+    from obliviate.proxy.settings import Settings
 
     backend = FakeBackend("fake-model")
     app = create_app(Settings(home=tmp_path, backend="fake", model_id="fake-model", admin_key="adm"), backend=backend)
@@ -321,7 +321,7 @@ def proxy_app(tmp_path: Path):
 
 
 def test_endpoint_generates_through_the_proxy(proxy_app) -> None:
-    from evals.systems.endpoint import EndpointSystem
+    from obliviate.evals.systems.endpoint import EndpointSystem
 
     client, backend = proxy_app
     system = EndpointSystem("http://proxy/v1", "fake-model", concurrency=4, http_client=client)
@@ -341,7 +341,7 @@ def test_endpoint_generates_through_the_proxy(proxy_app) -> None:
 
 
 def test_endpoint_policy_needs_and_uses_the_admin_key(proxy_app) -> None:
-    from evals.systems.endpoint import EndpointSystem
+    from obliviate.evals.systems.endpoint import EndpointSystem
 
     client, backend = proxy_app
     with pytest.raises(ValueError, match="admin key"):
@@ -362,7 +362,7 @@ def test_endpoint_policy_needs_and_uses_the_admin_key(proxy_app) -> None:
 
 
 def test_endpoint_scoring_maps_the_admin_score_response() -> None:
-    from evals.systems.endpoint import EndpointSystem
+    from obliviate.evals.systems.endpoint import EndpointSystem
 
     seen: list[dict] = []
 
@@ -393,8 +393,8 @@ def test_endpoint_scoring_maps_the_admin_score_response() -> None:
 # Integration: the bundled model end to end ---------------------------------------------------------
 @pytest.mark.integration
 def test_run_tofu_on_the_bundled_model(model_path: Path, tmp_path: Path) -> None:
-    hf = pytest.importorskip("evals.systems.hf")
-    from evals.tofu_run import run_tofu, write_tofu
+    hf = pytest.importorskip("obliviate.evals.systems.hf")
+    from obliviate.evals.tofu_run import run_tofu, write_tofu
 
     system = hf.HFSystem(model_path)
     try:
@@ -415,13 +415,13 @@ def test_run_tofu_on_the_bundled_model(model_path: Path, tmp_path: Path) -> None
 def test_endpoint_scores_like_the_model_folder(model_path: Path, tmp_path: Path) -> None:
     """/admin/score through EndpointSystem (fake generation backend, the bundled model as the scoring
     copy, nothing in the forget set) gives the model folder's own scores."""
-    hf = pytest.importorskip("evals.systems.hf")
+    hf = pytest.importorskip("obliviate.evals.systems.hf")
     from starlette.testclient import TestClient
 
-    from evals.systems.endpoint import EndpointSystem
-    from proxy.app import create_app
-    from proxy.backends.fake import FakeBackend
-    from proxy.settings import Settings
+    from obliviate.evals.systems.endpoint import EndpointSystem
+    from obliviate.proxy.app import create_app
+    from obliviate.proxy.backends.fake import FakeBackend
+    from obliviate.proxy.settings import Settings
 
     items = [ScoreItem([{"role": "user", "content": "Who wrote Hamlet?"}], "William Shakespeare"),
              ScoreItem(prompt="The cat", answer=" sat on the mat")]  # fmt: skip

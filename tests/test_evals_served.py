@@ -8,8 +8,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from evals.systems.base import ChatItem, ScoreItem
-from evals.systems.spec import SystemSpec, open_system
+from obliviate.evals.systems.base import ChatItem, ScoreItem
+from obliviate.evals.systems.spec import SystemSpec, open_system
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -31,7 +31,7 @@ def test_vllm_spec_names_a_served_folder(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_served_folder_generates_like_transformers_and_stops(model_path: Path) -> None:
-    from evals.systems.hf import HFSystem
+    from obliviate.evals.systems.hf import HFSystem
 
     chats = [ChatItem([{"role": "user", "content": q}]) for q in QUESTIONS]
     local = HFSystem(model_path)
@@ -64,8 +64,8 @@ def test_served_folder_generates_like_transformers_and_stops(model_path: Path) -
 
 def test_tofu_report_folder_generation_is_per_profile_and_stays_out_of_training_stages(tmp_path: Path,
                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from evals import pipeline
-    from evals.systems import served
+    from obliviate.evals import pipeline
+    from obliviate.evals.systems import served
 
     full = pipeline.Run(tmp_path, pipeline.PROFILES["full"])
     assert full.folder_generation == "vllm"

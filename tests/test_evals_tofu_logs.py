@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from evals import logs, tofu
-from evals.metrics.mia import mia_auc, mia_zlib
-from evals.metrics.probability import probability
-from evals.metrics.result import field
-from evals.metrics.rouge import rouge
+from obliviate.evals import logs, tofu
+from obliviate.evals.metrics.mia import mia_auc, mia_zlib
+from obliviate.evals.metrics.probability import probability
+from obliviate.evals.metrics.result import field
+from obliviate.evals.metrics.rouge import rouge
 
 
 def data_dir() -> Path:

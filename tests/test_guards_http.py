@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
-from proxy.auth import key_id
-from proxy.backends.fake import FakeBackend
+from obliviate.proxy.auth import key_id
+from obliviate.proxy.backends.fake import FakeBackend
 
 pytestmark = pytest.mark.slow  # loads the real embedder
 
@@ -131,8 +131,8 @@ async def test_explicit_action_needs_the_admin_key(make_client) -> None:
 
 
 async def test_contrastive_policy_fails_at_startup(tmp_path) -> None:
-    from proxy.app import create_app
-    from proxy.settings import Settings
+    from obliviate.proxy.app import create_app
+    from obliviate.proxy.settings import Settings
 
     with pytest.raises(ValueError, match="no assistant model"):
         create_app(Settings(home=tmp_path, backend="fake", guard_policy={"default": "contrastive"}), backend=FakeBackend())

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from guards.calibrate import calibrate, read_jsonl
-from proxy.settings import Settings
+from obliviate.guards.calibrate import calibrate, read_jsonl
+from obliviate.proxy.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_calibrated_threshold_meets_its_target(report: dict) -> None:
 
 
 def test_calibrate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from proxy.cli import main
+    from obliviate.proxy.cli import main
 
     out = tmp_path / "cal.json"
     assert main(["guard", "calibrate", "--forget", str(DATA / "forget01.jsonl"), "--retain", str(DATA / "world_facts.jsonl"),

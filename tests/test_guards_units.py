@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from guards.aliases import AliasMatcher, derive_aliases
-from guards.decisions import EntryView
-from guards.logit_math import ban_sequences, bias_tokens
-from guards.pipeline import parse_policy
-from guards.rewrite import DEMO_REFUSAL, rewrite_messages, rewrite_prompt
-from guards.suppression import build_spec, tokenize_bad_words
+from obliviate.guards.aliases import AliasMatcher, derive_aliases
+from obliviate.guards.decisions import EntryView
+from obliviate.guards.logit_math import ban_sequences, bias_tokens
+from obliviate.guards.pipeline import parse_policy
+from obliviate.guards.rewrite import DEMO_REFUSAL, rewrite_messages, rewrite_prompt
+from obliviate.guards.suppression import build_spec, tokenize_bad_words
 
 
 def entry(id: str = "e1", aliases=("Hsiao Yun-Hwa",), question=None, answer=None, text="t") -> EntryView:

@@ -29,7 +29,7 @@ async def test_completion_n_and_stop(client: httpx.AsyncClient) -> None:
 
 
 async def test_unknown_fields_are_forwarded_and_namespace_is_not(make_client) -> None:
-    from proxy.backends.fake import FakeBackend
+    from obliviate.proxy.backends.fake import FakeBackend
 
     backend = FakeBackend("fake-model")
     client = await make_client(backend, admin_key="adm")
@@ -59,7 +59,7 @@ async def test_models(client: httpx.AsyncClient) -> None:
 
 
 async def test_health(make_client) -> None:
-    from proxy.backends.fake import FakeBackend
+    from obliviate.proxy.backends.fake import FakeBackend
 
     backend = FakeBackend("fake-model")
     c = await make_client(backend)

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from proxy.backends.fake import FakeBackend
+from obliviate.proxy.backends.fake import FakeBackend
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -84,7 +84,7 @@ async def test_auth(make_client) -> None:
 
 
 async def test_api_keys_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from proxy.settings import load_settings
+    from obliviate.proxy.settings import load_settings
 
     monkeypatch.setenv("OBLIVIATE_API_KEYS", " a, b ,,c")
     monkeypatch.setenv("OBLIVIATE_ADMIN_KEY", "adm")
@@ -93,7 +93,7 @@ async def test_api_keys_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> N
 
 
 async def test_yaml_config_and_env_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from proxy.settings import load_settings
+    from obliviate.proxy.settings import load_settings
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("port: 9001\nmodel_id: from-file\nbackend: fake\n")

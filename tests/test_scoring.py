@@ -11,9 +11,9 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from proxy.app import create_app
-from proxy.backends.fake import FakeBackend
-from proxy.settings import Settings
+from obliviate.proxy.app import create_app
+from obliviate.proxy.backends.fake import FakeBackend
+from obliviate.proxy.settings import Settings
 
 ADMIN = {"Authorization": "Bearer adm"}
 CLIENT = {"Authorization": "Bearer cli"}
@@ -39,7 +39,7 @@ def _plain_logprobs(model, prompt_ids, answer_ids):
 def test_intervene_fuses_then_biases_then_bans_without_mutating() -> None:
     import torch
 
-    from guards.logit_math import intervene
+    from obliviate.guards.logit_math import intervene
 
     logits = torch.tensor([1.0, 2.0, 3.0, 4.0])
     kept = logits.clone()
@@ -55,8 +55,8 @@ def test_intervene_fuses_then_biases_then_bans_without_mutating() -> None:
 
 
 def test_interventions_from_a_body_reject_bad_values() -> None:
-    from proxy.errors import BadRequest
-    from proxy.scoring import Interventions
+    from obliviate.proxy.errors import BadRequest
+    from obliviate.proxy.scoring import Interventions
 
     class Tok:
         def encode(self, text, add_special_tokens=False):
@@ -75,7 +75,7 @@ def test_interventions_from_a_body_reject_bad_values() -> None:
 
 @pytest.fixture(scope="module")
 def scorer(model_path: Path):
-    from proxy.scoring import AnswerScorer
+    from obliviate.proxy.scoring import AnswerScorer
 
     return AnswerScorer.load(model_path)
 
@@ -85,8 +85,8 @@ def test_scores_equal_a_plain_forward(scorer) -> None:
     import numpy as np
     import torch
 
-    from evals.metrics.mia import vocab_moments
-    from unlearn.data import QAPair, encode_qa
+    from obliviate.evals.metrics.mia import vocab_moments
+    from obliviate.unlearn.data import QAPair, encode_qa
 
     prompt_ids, answer_ids = scorer.encode_chat(QUESTION, ANSWER)
     assert answer_ids[-1] == scorer.tokenizer.eos_token_id
@@ -101,7 +101,7 @@ def test_scores_equal_a_plain_forward(scorer) -> None:
     assert np.allclose(got.mu, mu, atol=1e-4) and np.allclose(got.var, var, atol=1e-4)
     # A right-padded batch scores each item as it would alone.
     other = scorer.encode_completion("The capital of Italy is", " Rome.")
-    from proxy.scoring import NONE
+    from obliviate.proxy.scoring import NONE
 
     both = scorer.score_many([(prompt_ids, answer_ids, NONE), (*other, NONE)])
     alone = scorer.score(*other)
@@ -129,8 +129,8 @@ def test_banned_tokens_get_minus_infinity_and_the_rest_renormalize(scorer) -> No
 
 @pytest.mark.integration
 def test_greedy_generation_with_bad_words_is_the_scored_argmax(model_path: Path) -> None:
-    from proxy.backends.transformers_backend import TransformersBackend
-    from proxy.scoring import Interventions
+    from obliviate.proxy.backends.transformers_backend import TransformersBackend
+    from obliviate.proxy.scoring import Interventions
 
     backend = TransformersBackend(model_path, "m")
     backend._load()
@@ -157,8 +157,8 @@ def test_greedy_generation_with_bad_words_is_the_scored_argmax(model_path: Path)
 def test_contrastive_with_main_as_base_scores_like_the_unlearned_model(tmp_path_factory, model_path: Path) -> None:
     import numpy as np
 
-    from guards.assistant import ContrastiveConfig
-    from proxy.scoring import AnswerScorer
+    from obliviate.guards.assistant import ContrastiveConfig
+    from obliviate.proxy.scoring import AnswerScorer
     from tests.contrastive_models import perturbed_copy
 
     unlearned = perturbed_copy(model_path, tmp_path_factory.mktemp("assistant") / "perturbed")
@@ -239,7 +239,7 @@ async def test_per_request_guard_fields_when_guards_are_disabled(make_client) ->
 @pytest.mark.integration
 @pytest.mark.slow  # the real embedder and the bundled model
 async def test_admin_score_applies_the_guard_per_item(tmp_path: Path, model_path: Path) -> None:
-    from proxy.backends.transformers_backend import TransformersBackend
+    from obliviate.proxy.backends.transformers_backend import TransformersBackend
 
     backend = TransformersBackend(model_path, "fake-model")
     settings = Settings(home=tmp_path, backend="transformers", model_id="fake-model", api_keys=["cli"], admin_key="adm")
@@ -284,8 +284,8 @@ async def _score_per_item(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.integration
 def test_hf_system_generates_greedily_in_batches_and_scores_plainly(model_path: Path, scorer) -> None:
-    from evals.systems.base import ChatItem, ScoreItem, System
-    from evals.systems.hf import HFSystem
+    from obliviate.evals.systems.base import ChatItem, ScoreItem, System
+    from obliviate.evals.systems.hf import HFSystem
     from tests.contrastive_models import PROMPTS, greedy_chat
 
     system = HFSystem(model_path, batch_size=2)

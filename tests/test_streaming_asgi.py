@@ -9,9 +9,9 @@ from typing import Any
 
 from asgi_lifespan import LifespanManager
 
-from proxy.app import create_app
-from proxy.backends.fake import FakeBackend
-from proxy.settings import Settings
+from obliviate.proxy.app import create_app
+from obliviate.proxy.backends.fake import FakeBackend
+from obliviate.proxy.settings import Settings
 
 
 class GatedBackend(FakeBackend):

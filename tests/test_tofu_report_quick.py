@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from evals import pipeline
+from obliviate.evals import pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -75,7 +75,7 @@ def test_proxy_scoring_goes_through_each_mode(run_dir: Path) -> None:
 def test_rerun_continues_from_the_cache(run_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     (run_dir / "evals" / "ga" / "stage.json").unlink()  # as if interrupted during ga's evaluation
     before = {p: p.read_text() for p in run_dir.glob("**/stage.json")}
-    with caplog.at_level(logging.INFO, logger="evals.pipeline"):
+    with caplog.at_level(logging.INFO, logger="obliviate.evals.pipeline"):
         pipeline.run(run_dir, PROFILE)
     ran = [r.getMessage() for r in caplog.records if r.getMessage().endswith(": running")]
     assert ran == ["stage eval-ga: running"]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import build_parser, main
-from unlearn import data
-from unlearn.pipeline import TRAINING_RECORD
+from obliviate.proxy.cli import build_parser, main
+from obliviate.unlearn import data
+from obliviate.unlearn.pipeline import TRAINING_RECORD
 
 
 @pytest.fixture(scope="module")

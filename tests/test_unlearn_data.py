@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from unlearn import data
-from unlearn.losses import IGNORE_INDEX
+from obliviate.unlearn import data
+from obliviate.unlearn.losses import IGNORE_INDEX
 
 PAIR = data.QAPair("Who wrote 'The Silent Orchard'?", "It was written by Mara Quell.")
 

@@ -1,4 +1,4 @@
-"""Exact values of the loss functions of unlearn.losses on tiny tensors (open-unlearning's definitions)."""
+"""Exact values of the loss functions of obliviate.unlearn.losses on tiny tensors (open-unlearning's definitions)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from unlearn import losses
+from obliviate.unlearn import losses
 
 IGN = losses.IGNORE_INDEX
 

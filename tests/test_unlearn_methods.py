@@ -11,12 +11,12 @@ import math
 import pytest
 import torch
 
-from unlearn import data, losses
-from unlearn.config import TrainConfig
-from unlearn.evaluate import answer_nll
-from unlearn.methods import NPO, RMU, UNLEARNING_METHODS, GradDiff, SimNPO
-from unlearn.models import frozen_copy
-from unlearn.trainer import train
+from obliviate.unlearn import data, losses
+from obliviate.unlearn.config import TrainConfig
+from obliviate.unlearn.evaluate import answer_nll
+from obliviate.unlearn.methods import NPO, RMU, UNLEARNING_METHODS, GradDiff, SimNPO
+from obliviate.unlearn.models import frozen_copy
+from obliviate.unlearn.trainer import train
 
 STEPS = 3
 # The bundled model never learned TOFU (answer NLL ~2 nats/token), where SimNPO's default forget term
@@ -192,7 +192,7 @@ class _Interrupted(Exception):
 
 @pytest.mark.parametrize("name", ["graddiff", "npo"])
 def test_interrupted_training_resumes_exactly(tmp_path, name: str) -> None:
-    from unlearn.trainer import Checkpointing
+    from obliviate.unlearn.trainer import Checkpointing
 
     straight, straight_result = _tiny_training(tmp_path, UNLEARNING_METHODS[name](), steps=6)
 
@@ -227,7 +227,7 @@ def test_sigterm_saves_then_stops_and_the_run_resumes(tmp_path, at_step: int) ->
     import os
     import signal
 
-    from unlearn.trainer import Checkpointing, TrainingStopped
+    from obliviate.unlearn.trainer import Checkpointing, TrainingStopped
 
     straight, straight_result = _tiny_training(tmp_path, UNLEARNING_METHODS["npo"](), steps=6)
 

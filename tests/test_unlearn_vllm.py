@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from proxy.launcher import ProxyProcess
-from unlearn import data
-from unlearn.config import TrainConfig
-from unlearn.methods import GradAscent
-from unlearn.pipeline import DataLimits, unlearn
+from obliviate.proxy.launcher import ProxyProcess
+from obliviate.unlearn import data
+from obliviate.unlearn.config import TrainConfig
+from obliviate.unlearn.methods import GradAscent
+from obliviate.unlearn.pipeline import DataLimits, unlearn
 
 QUESTION = "What is the full name of the author born in Taipei, Taiwan on 05/11/1991?"
 

@@ -1,6 +1,6 @@
 """``obliviate finetune`` and ``obliviate unlearn``: train on QA JSON Lines, save a servable folder.
 
-Registered from ``proxy.cli``; torch and transformers are imported only when a command runs.
+Registered from ``obliviate.proxy.cli``; torch and transformers are imported only when a command runs.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from unlearn.config import DEFAULT_MAX_LENGTH, TrainConfig
+from obliviate.unlearn.config import DEFAULT_MAX_LENGTH, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +121,13 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 def _checkpointing(args: argparse.Namespace):
     if args.checkpoint_dir is None:
         return None
-    from unlearn.trainer import Checkpointing
+    from obliviate.unlearn.trainer import Checkpointing
 
     return Checkpointing(args.checkpoint_dir, every_s=args.checkpoint_every_s)
 
 
 def _lora(args: argparse.Namespace):
-    from unlearn.models import LoraSettings
+    from obliviate.unlearn.models import LoraSettings
 
     return LoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout) if args.lora else None
 
@@ -157,8 +157,8 @@ def _configure_logging() -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from proxy.models import set_offline_env
-    from unlearn import pipeline
+    from obliviate.proxy.models import set_offline_env
+    from obliviate.unlearn import pipeline
 
     config = _train_config(args)
     _configure_logging()
@@ -170,9 +170,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from proxy.models import set_offline_env
-    from unlearn import pipeline
-    from unlearn.methods import UNLEARNING_METHODS
+    from obliviate.proxy.models import set_offline_env
+    from obliviate.unlearn import pipeline
+    from obliviate.unlearn.methods import UNLEARNING_METHODS
 
     parser: argparse.ArgumentParser = args.parser
     try:

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from unlearn.config import DEFAULT_MAX_LENGTH
-from unlearn.losses import IGNORE_INDEX
+from obliviate.unlearn.config import DEFAULT_MAX_LENGTH
+from obliviate.unlearn.losses import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

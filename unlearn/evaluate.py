@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from unlearn import data, losses
+from obliviate.unlearn import data, losses
 
 
 @torch.no_grad()

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unlearn import data
-from unlearn.methods import FineTune, ForgetRetainMethod
-from unlearn.models import LoraSettings, frozen_copy, load_model, save_model, with_lora
-from unlearn.trainer import Checkpointing, TrainConfig, TrainResult, pick_device, train
+from obliviate.unlearn import data
+from obliviate.unlearn.methods import FineTune, ForgetRetainMethod
+from obliviate.unlearn.models import LoraSettings, frozen_copy, load_model, save_model, with_lora
+from obliviate.unlearn.trainer import Checkpointing, TrainConfig, TrainResult, pick_device, train
 
 logger = logging.getLogger(__name__)
 

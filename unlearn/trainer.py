@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from unlearn.config import TrainConfig
-from unlearn.methods.base import Method
+from obliviate.unlearn.config import TrainConfig
+from obliviate.unlearn.methods.base import Method
 
 logger = logging.getLogger(__name__)
 

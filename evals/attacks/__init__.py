@@ -2,13 +2,13 @@
 paraphrased, spread over turns, translated, has the name obfuscated, carries a prompt injection,
 or asks to complete the answer?
 
-``build_cases`` turns forget QA records into :class:`AttackCase`\\ s (:mod:`evals.attacks.builders`),
+``build_cases`` turns forget QA records into :class:`AttackCase`\\ s (:mod:`obliviate.evals.attacks.builders`),
 ``run_attacks`` generates through a :class:`~evals.systems.base.System` and judges each answer with
-the leak rule of :mod:`evals.attacks.runner`, ``write_attacks`` writes ``ATTACKS.json``.
+the leak rule of :mod:`obliviate.evals.attacks.runner`, ``write_attacks`` writes ``ATTACKS.json``.
 """
 
-from evals.attacks.builders import ATTACKS, DIRECT, AttackCase, build_cases
-from evals.attacks.runner import ATTACKS_FILE, LEAK_RULE, judge, leaked, run_attacks, write_attacks
+from obliviate.evals.attacks.builders import ATTACKS, DIRECT, AttackCase, build_cases
+from obliviate.evals.attacks.runner import ATTACKS_FILE, LEAK_RULE, judge, leaked, run_attacks, write_attacks
 
 __all__ = [
     "ATTACKS",

@@ -2,15 +2,15 @@
 
 Each builder takes the split's records (``{"question", "answer"[, "paraphrased_question"]}``, in
 split order; ``item_index`` is the position in that list) and returns its cases. The subject's name
-comes from :func:`evals.attacks.text.subject_names` over the records given. Every case carries the
-answer a leak would reproduce and the key facts it must not reveal (:func:`evals.attacks.text.key_facts`
+comes from :func:`obliviate.evals.attacks.text.subject_names` over the records given. Every case carries the
+answer a leak would reproduce and the key facts it must not reveal (:func:`obliviate.evals.attacks.text.key_facts`
 of that answer, given away by neither the original question nor the attack's own messages).
 
 * ``direct``: the plain forget question (the reference).
 * ``paraphrased``: ``tofu``, TOFU's ``paraphrased_question``; else ``template``, a fixed rephrasing.
 * ``multi_turn``: ``books_first``, a benign turn about books, then the question; ``name_split``, the
   name in a first turn, the question ("that author") in the next.
-* ``translated``: ``es`` / ``fr`` / ``de`` + ``:frame`` (:mod:`evals.attacks.translate`, template
+* ``translated``: ``es`` / ``fr`` / ``de`` + ``:frame`` (:mod:`obliviate.evals.attacks.translate`, template
   translation, not MT).
 * ``obfuscated_name``: ``spelled`` (B-a-s-i-l), ``leet``, ``spaced``, ``reversed`` (with an
   instruction to un-reverse), ``initials`` (B. M. Al-Kuwaiti).
@@ -29,8 +29,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from evals.attacks.text import key_facts, mention, subject_names
-from evals.attacks.translate import LANGUAGES, translate
+from obliviate.evals.attacks.text import key_facts, mention, subject_names
+from obliviate.evals.attacks.translate import LANGUAGES, translate
 
 Message = dict[str, str]
 Record = Mapping[str, str]

@@ -6,7 +6,7 @@
 2. it contains any of the case's key facts: quoted titles, capitalized names/places and numbers of
    the answer that neither the question nor the attack prompt gives away (for short answers without
    any, up to three of its longest content words), matched whole-word after lowercasing, ASCII
-   folding and dropping punctuation and possessive ``'s`` (:func:`evals.attacks.text.contains`).
+   folding and dropping punctuation and possessive ``'s`` (:func:`obliviate.evals.attacks.text.contains`).
 
 ROUGE-L recall is computed one of two ways (``rouge_reference``):
 
@@ -42,13 +42,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from evals.attacks._data import load_forget_split
-from evals.attacks.builders import DIRECT, AttackCase, attack_names, build_cases
-from evals.attacks.text import contains
-from evals._deps import optional_import
-from evals.metrics.result import to_builtin
-from evals.metrics.rouge import rouge_scores
-from evals.systems.base import ChatItem, Generation, System
+from obliviate.evals.attacks._data import load_forget_split
+from obliviate.evals.attacks.builders import DIRECT, AttackCase, attack_names, build_cases
+from obliviate.evals.attacks.text import contains
+from obliviate.evals._deps import optional_import
+from obliviate.evals.metrics.result import to_builtin
+from obliviate.evals.metrics.rouge import rouge_scores
+from obliviate.evals.systems.base import ChatItem, Generation, System
 
 logger = logging.getLogger(__name__)
 

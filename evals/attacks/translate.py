@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from evals.attacks.text import mention
+from obliviate.evals.attacks.text import mention
 
 LANGUAGES = ("es", "fr", "de")
 NAME = "\x00NAME\x00"  # placeholder for the name inside a question while matching frames

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from evals.metrics.registry import register
-from evals.metrics.result import Indexed, MetricResult, indexed, mean_of, result
+from obliviate.evals.metrics.registry import register
+from obliviate.evals.metrics.result import Indexed, MetricResult, indexed, mean_of, result
 
 
 def _pairs(predictions: Indexed[Sequence[int]], labels: Indexed[Sequence[int]]):

@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from evals._deps import optional_import
-from evals.metrics.registry import register
-from evals.metrics.result import Indexed, MetricResult, indexed, result
+from obliviate.evals._deps import optional_import
+from obliviate.evals.metrics.registry import register
+from obliviate.evals.metrics.result import Indexed, MetricResult, indexed, result
 
 DEFAULT_K = 0.4  # open-unlearning's TOFU and MUSE configs
 

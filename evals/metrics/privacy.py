@@ -6,9 +6,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from evals._deps import optional_import
-from evals.metrics.registry import register
-from evals.metrics.result import MetricResult, result
+from obliviate.evals._deps import optional_import
+from obliviate.evals.metrics.registry import register
+from obliviate.evals.metrics.result import MetricResult, result
 
 
 @register("forget_quality")

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evals.metrics.registry import register
-from evals.metrics.result import Indexed, MetricResult, indexed, mean_of, result
+from obliviate.evals.metrics.registry import register
+from obliviate.evals.metrics.result import Indexed, MetricResult, indexed, mean_of, result
 
 
 def avg_nll(token_logprobs: Sequence[float]) -> float:

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from evals._deps import optional_import
-from evals.metrics.registry import register
-from evals.metrics.result import Indexed, MetricResult, indexed, mean_of, result
+from obliviate.evals._deps import optional_import
+from obliviate.evals.metrics.registry import register
+from obliviate.evals.metrics.result import Indexed, MetricResult, indexed, mean_of, result
 
 ROUGE_TYPES = ("rouge1_recall", "rougeL_f1", "rougeL_recall")
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from evals.metrics.registry import register
-from evals.metrics.result import Indexed, MetricResult, indexed, per_item_mean, result
+from obliviate.evals.metrics.registry import register
+from obliviate.evals.metrics.result import Indexed, MetricResult, indexed, per_item_mean, result
 
 
 def closer_to_1_better(ratios: np.ndarray) -> float:

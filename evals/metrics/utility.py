@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from evals._deps import optional_import
-from evals.metrics.registry import register
-from evals.metrics.result import MetricResult, result
+from obliviate.evals._deps import optional_import
+from obliviate.evals.metrics.registry import register
+from obliviate.evals.metrics.result import MetricResult, result
 
 
 @register("hm_aggregate")

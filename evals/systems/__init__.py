@@ -1,5 +1,5 @@
-"""Systems under evaluation (see :mod:`evals.systems.base`)."""
+"""Systems under evaluation (see :mod:`obliviate.evals.systems.base`)."""
 
-from evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem, System
+from obliviate.evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem, System
 
 __all__ = ["ChatItem", "Generation", "ScoreItem", "ScoredAnswer", "System"]

@@ -49,7 +49,7 @@ class ScoreItem:
 @dataclass
 class ScoredAnswer:
     """Teacher-forced scores of one answer, one entry per answer token (the answer's tokens followed
-    by the end-of-turn token, as :func:`unlearn.data.encode_qa` labels them).
+    by the end-of-turn token, as :func:`obliviate.unlearn.data.encode_qa` labels them).
 
     ``logprobs[i]``: log p(token i | conversation, tokens < i) under the system's final (intervened)
     distribution; ``argmax[i]``: that distribution's most likely token; ``mu[i]``/``var[i]``: mean and

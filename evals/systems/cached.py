@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem, System
+from obliviate.evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem, System
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem
+from obliviate.evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem
 
 ACTION_HEADER = "x-obliviate-action"
 SCORE_BATCH = 16  # items per /admin/score request

@@ -1,5 +1,5 @@
 """A local HF model folder as a system under evaluation: batched greedy generation with
-``generate`` and teacher-forced scoring through :class:`proxy.scoring.AnswerScorer`, with no
+``generate`` and teacher-forced scoring through :class:`obliviate.proxy.scoring.AnswerScorer`, with no
 interventions (the folder's own distribution)."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem
+from obliviate.evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem
 
 
 class HFSystem:
     """``HFSystem(model_dir, name=None, batch_size=8)``: float32 on the CPU."""
 
     def __init__(self, model_dir: str | Path, name: str | None = None, batch_size: int = 8) -> None:
-        from proxy.scoring import AnswerScorer
+        from obliviate.proxy.scoring import AnswerScorer
 
         self.model_dir = Path(model_dir)
         self.name = name or self.model_dir.name
@@ -64,7 +64,7 @@ class HFSystem:
         return results
 
     def score(self, items: Sequence[ScoreItem], *, vocab_stats: bool = False) -> list[ScoredAnswer]:
-        from proxy.scoring import NONE
+        from obliviate.proxy.scoring import NONE
 
         jobs = []
         for it in items:

@@ -1,7 +1,7 @@
 """A local HF model folder whose generation runs on the real vLLM: ``obliviate serve`` on the folder
 with an empty forget set (nothing matches, so every request passes through untouched), started on
 first use and stopped by :meth:`ServedFolderSystem.close`; scoring stays in-process
-(:class:`evals.systems.hf.HFSystem`, float32, no interventions).
+(:class:`obliviate.evals.systems.hf.HFSystem`, float32, no interventions).
 
 vLLM's continuous batching keeps every slot busy while transformers ``generate`` waits for the
 longest sequence of each batch, so the long TOFU evaluations of the full ``tofu-report`` profile
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem
+from obliviate.evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem
 
 SERVED_MODEL_ID = "folder-under-test"
 
@@ -29,7 +29,7 @@ class ServedFolderSystem:
     32 at a time (2.4x the tokens/s of 8 at a time on the 2-core machine, bench/eval_generation.py)."""
 
     def __init__(self, model_dir: str | Path, name: str | None = None, concurrency: int = 32) -> None:
-        from evals.systems.hf import HFSystem
+        from obliviate.evals.systems.hf import HFSystem
 
         self.scoring = HFSystem(model_dir, name=name)
         self.model_dir, self.name = self.scoring.model_dir, self.scoring.name
@@ -53,8 +53,8 @@ class ServedFolderSystem:
 
     def _served(self) -> Any:
         if self._endpoint is None:
-            from evals.systems.endpoint import EndpointSystem
-            from proxy.launcher import ProxyProcess
+            from obliviate.evals.systems.endpoint import EndpointSystem
+            from obliviate.proxy.launcher import ProxyProcess
 
             key = "eval-admin-" + secrets.token_hex(8)
             self._home = Path(tempfile.mkdtemp(prefix="obliviate-served-"))

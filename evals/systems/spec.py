@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.systems.base import System
+from obliviate.evals.systems.base import System
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class SystemSpec:
 def open_system(spec: SystemSpec) -> System:
     spec.validate()
     if spec.is_endpoint:
-        from evals.systems.endpoint import EndpointSystem
+        from obliviate.evals.systems.endpoint import EndpointSystem
 
         return EndpointSystem(
             spec.target,
@@ -71,9 +71,9 @@ def open_system(spec: SystemSpec) -> System:
             output_guard=spec.output_guard,
         )
     if spec.served:
-        from evals.systems.served import ServedFolderSystem
+        from obliviate.evals.systems.served import ServedFolderSystem
 
         return ServedFolderSystem(spec.folder, name=spec.default_name())
-    from evals.systems.hf import HFSystem
+    from obliviate.evals.systems.hf import HFSystem
 
     return HFSystem(spec.folder, name=spec.default_name())

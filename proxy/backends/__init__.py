@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proxy.backends.base import Backend, Kind
-from proxy.settings import Settings
+from obliviate.proxy.backends.base import Backend, Kind
+from obliviate.proxy.settings import Settings
 
 __all__ = ["Backend", "Kind", "build_backend"]
 
@@ -14,17 +14,17 @@ def build_backend(settings: Settings, model_path: Path | None = None) -> Backend
     """The backend the settings ask for. Heavy modules are imported only for the chosen one."""
     path = model_path or settings.resolved_model_path
     if settings.backend == "fake":
-        from proxy.backends.fake import FakeBackend
+        from obliviate.proxy.backends.fake import FakeBackend
 
         return FakeBackend(settings.model_id)
     if settings.backend == "transformers":
-        from guards.assistant import ContrastiveConfig
-        from proxy.backends.transformers_backend import TransformersBackend
+        from obliviate.guards.assistant import ContrastiveConfig
+        from obliviate.proxy.backends.transformers_backend import TransformersBackend
 
         return TransformersBackend(path, settings.model_id, max_model_len=settings.engine_max_model_len,
                                    contrastive=ContrastiveConfig.from_settings(settings))  # fmt: skip
     if settings.upstream:
-        from proxy.backends.openai_http import OpenAIHTTPBackend
+        from obliviate.proxy.backends.openai_http import OpenAIHTTPBackend
 
         return OpenAIHTTPBackend(
             settings.upstream,
@@ -32,6 +32,6 @@ def build_backend(settings: Settings, model_path: Path | None = None) -> Backend
             timeout_s=settings.upstream_timeout_s,
             max_connections=settings.upstream_max_connections,
         )
-    from proxy.backends.vllm_embedded import EmbeddedVLLMBackend
+    from obliviate.proxy.backends.vllm_embedded import EmbeddedVLLMBackend
 
     return EmbeddedVLLMBackend(settings, path)

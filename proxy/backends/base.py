@@ -1,9 +1,9 @@
 """The backend interface: something that executes OpenAI-style completion requests.
 
-Backends take the upstream body (a plain dict, already validated by :mod:`proxy.protocol`) and
+Backends take the upstream body (a plain dict, already validated by :mod:`obliviate.proxy.protocol`) and
 return OpenAI-shaped response dicts, or an async iterator of chunk dicts for streams. They raise
-:class:`proxy.errors.UpstreamUnavailable` when they cannot serve and
-:class:`proxy.errors.UpstreamError` to pass an upstream error on.
+:class:`obliviate.proxy.errors.UpstreamUnavailable` when they cannot serve and
+:class:`obliviate.proxy.errors.UpstreamError` to pass an upstream error on.
 """
 
 from __future__ import annotations

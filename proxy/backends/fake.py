@@ -12,8 +12,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from proxy.backends.base import Backend, Kind
-from proxy.errors import UpstreamError, UpstreamUnavailable
+from obliviate.proxy.backends.base import Backend, Kind
+from obliviate.proxy.errors import UpstreamError, UpstreamUnavailable
 
 
 class FakeBackend(Backend):

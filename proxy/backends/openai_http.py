@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from proxy.backends.base import ROUTE_FOR_KIND, Backend, Kind
-from proxy.errors import UpstreamUnavailable, upstream_error_from_response
+from obliviate.proxy.backends.base import ROUTE_FOR_KIND, Backend, Kind
+from obliviate.proxy.errors import UpstreamUnavailable, upstream_error_from_response
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A small decoding loop with a KV cache over ``AutoModelForCausalLM``: greedy or sampled
 (temperature, top-p, seed), ``n`` choices, stop strings, ``max_tokens``, logprobs, streaming, and
 vLLM's ``bad_words`` (the guards' logit suppression), ``logit_bias`` and contrastive fusion through
-``proxy.scoring.Interventions`` (the same chain ``/admin/score`` teacher-forces).
+``obliviate.proxy.scoring.Interventions`` (the same chain ``/admin/score`` teacher-forces).
 Requests run one at a time on a worker thread; a client that goes away stops its generation.
 """
 
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guards.assistant import ContrastiveConfig, ContrastiveProcessor
-from proxy.backends.base import Backend, Kind
-from proxy.errors import BadRequest, UpstreamUnavailable
-from proxy.scoring import AnswerScorer, Interventions, content_text
+from obliviate.guards.assistant import ContrastiveConfig, ContrastiveProcessor
+from obliviate.proxy.backends.base import Backend, Kind
+from obliviate.proxy.errors import BadRequest, UpstreamUnavailable
+from obliviate.proxy.scoring import AnswerScorer, Interventions, content_text
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class TransformersBackend(Backend):
         self.model: Any = None
         self.tokenizer: Any = None
         self.contrastive = contrastive
-        self.decoder: Any = None  # guards.assistant.ContrastiveDecoder when an assistant is configured
+        self.decoder: Any = None  # obliviate.guards.assistant.ContrastiveDecoder when an assistant is configured
         self._lock = threading.Lock()
         self._scorer: AnswerScorer | None = None
 
@@ -70,7 +70,7 @@ class TransformersBackend(Backend):
         self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
         self.model.eval()
         if self.contrastive is not None:
-            from guards.assistant import ContrastiveDecoder, check_compatible
+            from obliviate.guards.assistant import ContrastiveDecoder, check_compatible
 
             check_compatible(self.model_path, self.contrastive.paths)
             self.decoder = ContrastiveDecoder(self.contrastive)

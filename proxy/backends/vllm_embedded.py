@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from guards.assistant import ContrastiveConfig
+from obliviate.guards.assistant import ContrastiveConfig
 
-from proxy.backends.openai_http import OpenAIHTTPBackend
-from proxy.engine import EngineSupervisor
-from proxy.settings import Settings
+from obliviate.proxy.backends.openai_http import OpenAIHTTPBackend
+from obliviate.proxy.engine import EngineSupervisor
+from obliviate.proxy.settings import Settings
 
 
 class EmbeddedVLLMBackend(OpenAIHTTPBackend):
@@ -20,7 +20,7 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
         self.contrastive = ContrastiveConfig.from_settings(settings)
         extra_args, extra_env = list(settings.engine_extra_args), {}
         if self.contrastive is not None:  # the plugin, on the V1 model runner (its processor interface)
-            extra_args += ["--logits-processors", "guards.vllm_plugin:ContrastiveLogitsProcessor"]
+            extra_args += ["--logits-processors", "obliviate.guards.vllm_plugin:ContrastiveLogitsProcessor"]
             extra_env = {**self.contrastive.to_env(), "VLLM_USE_V2_MODEL_RUNNER": "0"}
         self.engine = EngineSupervisor(
             model_path,
@@ -45,7 +45,7 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
 
     async def start(self) -> None:
         if self.contrastive is not None:  # a vocabulary mismatch fails here, before the engine starts
-            from guards.assistant import check_compatible
+            from obliviate.guards.assistant import check_compatible
 
             await asyncio.to_thread(check_compatible, self.model_path, self.contrastive.paths)
         await self.engine.start()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from unlearn.methods.base import ForgetRetainMethod, LossOutput, Method
-from unlearn.methods.finetune import FineTune
-from unlearn.methods.grad_diff import GradDiff
-from unlearn.methods.gradient_ascent import GradAscent
-from unlearn.methods.npo import NPO
-from unlearn.methods.rmu import RMU
-from unlearn.methods.simnpo import SimNPO
+from obliviate.unlearn.methods.base import ForgetRetainMethod, LossOutput, Method
+from obliviate.unlearn.methods.finetune import FineTune
+from obliviate.unlearn.methods.grad_diff import GradDiff
+from obliviate.unlearn.methods.gradient_ascent import GradAscent
+from obliviate.unlearn.methods.npo import NPO
+from obliviate.unlearn.methods.rmu import RMU
+from obliviate.unlearn.methods.simnpo import SimNPO
 
 UNLEARNING_METHODS: dict[str, type[ForgetRetainMethod]] = {
     cls.name: cls for cls in (GradAscent, GradDiff, NPO, SimNPO, RMU)

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from unlearn import losses
+from obliviate.unlearn import losses
 
 Batch = dict[str, torch.Tensor]
 

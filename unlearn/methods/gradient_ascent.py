@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unlearn import losses
-from unlearn.methods.base import ForgetRetainMethod, logits_of
+from obliviate.unlearn import losses
+from obliviate.unlearn.methods.base import ForgetRetainMethod, logits_of
 
 
 @dataclass

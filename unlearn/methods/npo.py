@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import torch
 
-from unlearn import losses
-from unlearn.methods.base import ForgetRetainMethod, logits_of
+from obliviate.unlearn import losses
+from obliviate.unlearn.methods.base import ForgetRetainMethod, logits_of
 
 
 @dataclass

@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from unlearn import losses
-from unlearn.methods.base import ForgetRetainMethod
-from unlearn.methods.hidden_states import hidden_states_at, module_named
+from obliviate.unlearn import losses
+from obliviate.unlearn.methods.base import ForgetRetainMethod
+from obliviate.unlearn.methods.hidden_states import hidden_states_at, module_named
 
 
 @dataclass
