@@ -47,7 +47,9 @@ class ContrastiveConfig:
 
     def __post_init__(self) -> None:
         if self.mode == "offset" and (self.base is None or self.unlearned is None or self.assistant is not None):
-            raise ValueError("contrastive mode 'offset' needs --assistant-base and --assistant-unlearned (and no --assistant)")
+            raise ValueError(
+                "contrastive mode 'offset' needs --assistant-base and --assistant-unlearned (and no --assistant)"
+            )
         if self.mode == "uld" and (self.assistant is None or self.base is not None or self.unlearned is not None):
             raise ValueError("contrastive mode 'uld' needs --assistant only (the model that remembers the forget set)")
         if self.mode not in ("offset", "uld"):
@@ -66,10 +68,15 @@ class ContrastiveConfig:
         if not (settings.assistant_base or settings.assistant_unlearned or settings.assistant_path):
             return None
         return cls(
-            mode=settings.assistant_mode, alpha=settings.assistant_alpha, base=settings.assistant_base,
-            unlearned=settings.assistant_unlearned, assistant=settings.assistant_path,
-            min_p=settings.assistant_min_p, top_p=settings.assistant_top_p, dtype=settings.assistant_dtype,
-        )  # fmt: skip
+            mode=settings.assistant_mode,
+            alpha=settings.assistant_alpha,
+            base=settings.assistant_base,
+            unlearned=settings.assistant_unlearned,
+            assistant=settings.assistant_path,
+            min_p=settings.assistant_min_p,
+            top_p=settings.assistant_top_p,
+            dtype=settings.assistant_dtype,
+        )
 
     def to_env(self) -> dict[str, str]:
         """Every variable is set (empty for None), so a stale one in the proxy's environment never leaks through."""
@@ -105,10 +112,13 @@ class ContrastiveConfig:
         return cls(
             mode=env.get("OBLIVIATE_ASSISTANT_MODE", "offset"),  # type: ignore[arg-type]
             alpha=float(number("ALPHA", 1.0)),  # type: ignore[arg-type]
-            base=path("BASE"), unlearned=path("UNLEARNED"), assistant=path("PATH"),
-            min_p=number("MIN_P", None), top_p=number("TOP_P", None),
+            base=path("BASE"),
+            unlearned=path("UNLEARNED"),
+            assistant=path("PATH"),
+            min_p=number("MIN_P", None),
+            top_p=number("TOP_P", None),
             dtype=env.get("OBLIVIATE_ASSISTANT_DTYPE") or "float32",  # type: ignore[arg-type]
-        )  # fmt: skip
+        )
 
 
 def check_compatible(main_path: Path, assistant_paths: Sequence[Path]) -> None:
@@ -182,8 +192,14 @@ class ContrastiveDecoder:
                     self.linear_kernel = "transposed"
             self.models.append(model)
         self.vocab_size = int(self.models[0].config.vocab_size)
-        logger.info("contrastive decoding (%s, alpha=%s, %s %s linears) with assistants %s", config.mode,
-                    config.alpha, config.dtype, self.linear_kernel, ", ".join(str(p) for p in config.paths))  # fmt: skip
+        logger.info(
+            "contrastive decoding (%s, alpha=%s, %s %s linears) with assistants %s",
+            config.mode,
+            config.alpha,
+            config.dtype,
+            self.linear_kernel,
+            ", ".join(str(p) for p in config.paths),
+        )
 
     def new_state(self) -> SequenceState:
         return SequenceState(caches=self._empty_caches())
@@ -211,8 +227,11 @@ class ContrastiveDecoder:
             cache = GrowingCache()
             for layer, entry in enumerate(batched.layers):
                 length = entry.keys.shape[2]
-                cache.update(entry.keys[state.row : state.row + 1, :, length - n :],
-                             entry.values[state.row : state.row + 1, :, length - n :], layer)  # fmt: skip
+                cache.update(
+                    entry.keys[state.row : state.row + 1, :, length - n :],
+                    entry.values[state.row : state.row + 1, :, length - n :],
+                    layer,
+                )
             own.append(cache)
         return own
 
@@ -277,8 +296,13 @@ class ContrastiveDecoder:
         per_model = []
         with torch.inference_mode():
             for i, model in enumerate(self.models):
-                out = model(input_ids=ids, attention_mask=group.mask, position_ids=positions,
-                            past_key_values=group.caches[i], use_cache=True)  # fmt: skip
+                out = model(
+                    input_ids=ids,
+                    attention_mask=group.mask,
+                    position_ids=positions,
+                    past_key_values=group.caches[i],
+                    use_cache=True,
+                )
                 group.caches[i] = out.past_key_values
                 per_model.append(out.logits[:, -1].float())
         results = []
@@ -325,7 +349,6 @@ class ContrastiveDecoder:
 
 def _left_pad(tensors: Sequence[Any], length: int) -> Any:
     """``[1, heads, n_j, dim]`` tensors -> ``[batch, heads, length, dim]``, zeros on the left."""
-    import torch
 
     first = tensors[0]
     out = first.new_zeros((len(tensors), first.shape[1], length, first.shape[3]))

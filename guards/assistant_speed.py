@@ -91,7 +91,9 @@ def onednn_linears(model: nn.Module) -> bool:
 class GrowingLayer(DynamicLayer):
     """A :class:`DynamicLayer` that appends into a buffer with headroom; ``keys``/``values`` are views."""
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
             self._buffers_kv: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -99,13 +101,16 @@ class GrowingLayer(DynamicLayer):
         new = old + key_states.shape[-2]
         buffers = self._buffers_kv
         reusable = (
-            buffers is not None and new <= buffers[0].shape[-2] and buffers[0].shape[:2] == key_states.shape[:2]
+            buffers is not None
+            and new <= buffers[0].shape[-2]
+            and buffers[0].shape[:2] == key_states.shape[:2]
             and self.keys.data_ptr() == buffers[0].data_ptr()  # keys is still our view (not cropped/reselected)
-        )  # fmt: skip
+        )
         if not reusable:
             capacity = new + max(64, new // 2)
             buffers = tuple(
-                states.new_empty((*states.shape[:2], capacity, states.shape[-1])) for states in (key_states, value_states)
+                states.new_empty((*states.shape[:2], capacity, states.shape[-1]))
+                for states in (key_states, value_states)
             )
             if old:
                 buffers[0][:, :, :old] = self.keys

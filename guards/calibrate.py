@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.guards.forget_view import ForgetView
-from obliviate.guards.pipeline import PromptGuard
+from obliviate.guards.stages.prompt import SemanticMatch
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -41,7 +41,9 @@ class Scored:
         return self.lexical or self.semantic >= threshold
 
 
-def score_questions(guard: PromptGuard, questions: Sequence[str], key_id: str = "anonymous", batch: int = 64) -> list[Scored]:
+def score_questions(
+    guard: SemanticMatch, questions: Sequence[str], key_id: str = "anonymous", batch: int = 64
+) -> list[Scored]:
     out: list[Scored] = []
     matcher = guard.view.matcher()
     for i in range(0, len(questions), batch):
@@ -68,12 +70,17 @@ def pick_threshold(pos: Sequence[Scored], neg: Sequence[Scored], target_recall: 
 
 
 def build_forget_index(records: Sequence[dict[str, Any]], home: Path) -> Any:
-    from obliviate.index.service import EntryIn, ForgetIndex, IndexConfig
+    from obliviate.index.entry import EntryIn
+    from obliviate.index.service import ForgetIndex, IndexConfig
 
-    index = ForgetIndex(IndexConfig(db_path=home / "forget.db", snapshot_path=home / "forget.snapshot", snapshot_interval_s=0))
+    index = ForgetIndex(
+        IndexConfig(db_path=home / "forget.db", snapshot_path=home / "forget.snapshot", snapshot_interval_s=0)
+    )
     index.start()
     entries = [
-        EntryIn(text=r.get("text"), question=r.get("question"), answer=r.get("answer"), aliases=list(r.get("aliases") or []))
+        EntryIn(
+            text=r.get("text"), question=r.get("question"), answer=r.get("answer"), aliases=list(r.get("aliases") or [])
+        )
         for r in records
     ]
     index.add(entries, actor="calibrate")
@@ -81,15 +88,22 @@ def build_forget_index(records: Sequence[dict[str, Any]], home: Path) -> Any:
 
 
 def calibrate(
-    forget: Sequence[dict[str, Any]], retain: dict[str, Sequence[dict[str, Any]]], *,
-    target_recall: float = 0.95, configured: float = 0.62, window_chars: int = 600,
-) -> dict[str, Any]:  # fmt: skip
+    forget: Sequence[dict[str, Any]],
+    retain: dict[str, Sequence[dict[str, Any]]],
+    *,
+    target_recall: float = 0.95,
+    configured: float = 0.62,
+    window_chars: int = 600,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         index = build_forget_index(forget, Path(tmp))
         try:
-            guard = PromptGuard(ForgetView(index), configured, window_chars)
+            guard = SemanticMatch(ForgetView(index), configured, window_chars)
             pos = score_questions(guard, forget_questions(forget))
-            negs = {name: score_questions(guard, [r["question"] for r in rows if r.get("question")]) for name, rows in retain.items()}
+            negs = {
+                name: score_questions(guard, [r["question"] for r in rows if r.get("question")])
+                for name, rows in retain.items()
+            }
         finally:
             index.stop()
     all_neg = [s for v in negs.values() for s in v]
@@ -98,8 +112,16 @@ def calibrate(
         "forget_questions": len(pos),
         "retain_questions": {k: len(v) for k, v in negs.items()},
         "target_recall": target_recall,
-        "chosen": {**rates(pos, all_neg, chosen), "per_retain_set": {k: rates(pos, v, chosen)["false_positive_rate"] for k, v in negs.items()}},
-        "configured": {**rates(pos, all_neg, configured), "per_retain_set": {k: rates(pos, v, configured)["false_positive_rate"] for k, v in negs.items()}},
-        "lexical_only": {"recall": sum(s.lexical for s in pos) / max(1, len(pos)),
-                         "false_positive_rate": sum(s.lexical for s in all_neg) / max(1, len(all_neg))},
-    }  # fmt: skip
+        "chosen": {
+            **rates(pos, all_neg, chosen),
+            "per_retain_set": {k: rates(pos, v, chosen)["false_positive_rate"] for k, v in negs.items()},
+        },
+        "configured": {
+            **rates(pos, all_neg, configured),
+            "per_retain_set": {k: rates(pos, v, configured)["false_positive_rate"] for k, v in negs.items()},
+        },
+        "lexical_only": {
+            "recall": sum(s.lexical for s in pos) / max(1, len(pos)),
+            "false_positive_rate": sum(s.lexical for s in all_neg) / max(1, len(all_neg)),
+        },
+    }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from obliviate.guards.calibrate import calibrate, read_jsonl
-    from obliviate.proxy.models import set_offline_env
+    from obliviate.guards.offline import set_offline_env
 
     set_offline_env()
     for path in [args.forget, *args.retain]:

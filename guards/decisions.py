@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 ACTIONS = ("refuse", "rewrite", "suppress", "contrastive")
 
 
 @dataclass(frozen=True)
 class Decision:
-    verdict: str  # "pass" | "match" | "leak"
+    verdict: str  # "pass" | "match" | "refuse" | "leak"
     guard: str
     score: float = 0.0
     matched_ids: tuple[str, ...] = ()
+    entry_scores: tuple[tuple[str, float], ...] = ()  # a prompt match's score per matched entry
 
 
 @dataclass(frozen=True)
@@ -37,16 +37,17 @@ class GuardContext:
     key_id: str
     is_admin: bool
     kind: str
+    texts: list[str] = field(default_factory=list)  # the conversation the model will read (see conversation_texts)
     decisions: list[Decision] = field(default_factory=list)
     matched: dict[str, float] = field(default_factory=dict)  # entry id -> best score
     entries: dict[str, EntryView] = field(default_factory=dict)
     actions: list[str] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)  # fields added to the upstream body
     output_guard: str | None = None  # this request's output-guard mode (admin override), else the setting's
 
-    def add(self, decision: Decision, scores: dict[str, float] | None = None) -> None:
+    def add(self, decision: Decision) -> None:
+        """Keep ``decision`` (audit, metrics); a prompt match also raises its entries' best scores."""
         self.decisions.append(decision)
-        for entry_id, score in (scores or {}).items():
+        for entry_id, score in decision.entry_scores:
             if score > self.matched.get(entry_id, float("-inf")):
                 self.matched[entry_id] = score
 

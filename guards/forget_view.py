@@ -43,18 +43,29 @@ class ForgetView:
             while True:
                 rows = self.index.list(limit=self.page, after=after)
                 for row in rows:
-                    aliases = tuple(row.get("aliases") or ()) or tuple(derive_aliases(row.get("question"), row.get("answer")))
+                    aliases = tuple(row.get("aliases") or ()) or tuple(
+                        derive_aliases(row.get("question"), row.get("answer"))
+                    )
                     entries[row["id"]] = EntryView(
-                        row["id"], aliases, row.get("question"), row.get("answer"), row.get("text") or "",
+                        row["id"],
+                        aliases,
+                        row.get("question"),
+                        row.get("answer"),
+                        row.get("text") or "",
                         tuple(row.get("scope") or ()),
-                    )  # fmt: skip
+                    )
                 if len(rows) < self.page:
                     break
                 after = rows[-1]["version"]
             self._matcher = AliasMatcher({e.id: e.aliases for e in entries.values()})
             self._entries = entries
             self._version = version
-            logger.info("guard view of the forget set: %d entries, %d aliases (version %d)", len(entries), self._matcher.size, version)
+            logger.info(
+                "guard view of the forget set: %d entries, %d aliases (version %d)",
+                len(entries),
+                self._matcher.size,
+                version,
+            )
 
     def matcher(self) -> AliasMatcher:
         self._refresh()

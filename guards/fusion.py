@@ -39,7 +39,9 @@ def plausible_mask(main: Any, *, min_p: float | None = None, top_p: float | None
     return keep
 
 
-def uld_logits(main: Any, assistant: Any, alpha: float, *, min_p: float | None = 0.1, top_p: float | None = None) -> Any:
+def uld_logits(
+    main: Any, assistant: Any, alpha: float, *, min_p: float | None = 0.1, top_p: float | None = None
+) -> Any:
     """ULD: subtract the remembering assistant, restricted to the main model's plausible tokens."""
     import torch
 

@@ -22,7 +22,11 @@ def ban_sequences(token_ids: Sequence[int], logits: Any, banned: Sequence[Sequen
     blocked = [
         seq[-1]
         for seq in banned
-        if seq and (len(seq) == 1 or (len(seq) - 1 <= len(token_ids) and list(token_ids[len(token_ids) - len(seq) + 1 :]) == list(seq[:-1])))
+        if seq
+        and (
+            len(seq) == 1
+            or (len(seq) - 1 <= len(token_ids) and list(token_ids[len(token_ids) - len(seq) + 1 :]) == list(seq[:-1]))
+        )
     ]
     if not blocked:
         return logits

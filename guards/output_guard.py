@@ -11,21 +11,56 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from obliviate.guards.decisions import Decision, EntryView, GuardContext
+from obliviate.guards.decisions import Decision, GuardContext
 from obliviate.guards.forget_view import ForgetView
 from obliviate.guards.refusal import FINISH, replacement_choice
 from obliviate.guards.text import fold
 
 _WORD = re.compile(r"[\w'’-]+")
 _STOPWORDS = {
-    "the", "and", "was", "were", "for", "with", "that", "this", "from", "are", "his", "her", "their", "has",
-    "have", "had", "been", "into", "about", "which", "who", "whom", "also", "its", "they", "them", "she",
-    "he", "him", "not", "but", "author", "authors", "book", "books", "writer", "name", "full",
-}  # fmt: skip
+    "the",
+    "and",
+    "was",
+    "were",
+    "for",
+    "with",
+    "that",
+    "this",
+    "from",
+    "are",
+    "his",
+    "her",
+    "their",
+    "has",
+    "have",
+    "had",
+    "been",
+    "into",
+    "about",
+    "which",
+    "who",
+    "whom",
+    "also",
+    "its",
+    "they",
+    "them",
+    "she",
+    "he",
+    "him",
+    "not",
+    "but",
+    "author",
+    "authors",
+    "book",
+    "books",
+    "writer",
+    "name",
+    "full",
+}
 
 
 def content_words(text: str) -> set[str]:
@@ -53,7 +88,9 @@ class OutputMonitor:
         self.holdback = max(config.holdback_chars, self.matcher.max_len + 1)
         # An answer's facts without its subject's name (aliases are checked on their own).
         self.answers: list[tuple[str, set[str]]] = [
-            (e.id, content_words(e.answer) - content_words(" ".join(e.aliases))) for e in ctx.entries.values() if e.answer
+            (e.id, content_words(e.answer) - content_words(" ".join(e.aliases)))
+            for e in ctx.entries.values()
+            if e.answer
         ]
         self.answers = [(i, w) for i, w in self.answers if len(w) >= config.min_overlap_words]
         self._semantic_at: dict[int, int] = {}
@@ -179,3 +216,44 @@ async def guard_stream(
                 yield {**chunk, "choices": out_choices}
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
+
+
+class OutputCheck:
+    """One response's output guard: checks a whole body or wraps a stream, and reports each leak to
+    ``on_leak``. Without a monitor both pass the response through untouched."""
+
+    def __init__(
+        self,
+        monitor: OutputMonitor | None = None,
+        refusal: str = "",
+        on_leak: Callable[[GuardContext, Decision], None] | None = None,
+    ) -> None:
+        self.monitor = monitor
+        self.refusal = refusal
+        self.on_leak = on_leak
+
+    def _report(self, decision: Decision) -> None:
+        if self.on_leak is not None and self.monitor is not None:
+            self.on_leak(self.monitor.ctx, decision)
+
+    async def check_response(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.monitor is None:
+            return body
+        leak = await asyncio.to_thread(guard_response, kind, body, self.monitor, self.refusal)
+        if leak is not None:
+            self._report(leak)
+        return body
+
+    def watch(self, kind: str, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        if self.monitor is None:
+            return chunks
+        return self._watch(kind, chunks, self.monitor)
+
+    async def _watch(
+        self, kind: str, chunks: AsyncIterator[dict[str, Any]], monitor: OutputMonitor
+    ) -> AsyncIterator[dict[str, Any]]:
+        seen = len(monitor.ctx.decisions)
+        async for chunk in guard_stream(kind, chunks, monitor, self.refusal):
+            yield chunk
+        for decision in monitor.ctx.decisions[seen:]:
+            self._report(decision)

@@ -1,36 +1,25 @@
-"""Logit suppression: from matched entries to banned phrases, and from phrases to what a backend
-executes (vLLM ``bad_words``, which bans each phrase with and without a leading space; the
-transformers backend reads the same field).
+"""Logit suppression: from matched entries to banned phrases (a :class:`SuppressionSpec`), and from
+phrases to the token sequences a backend bans (vLLM's ``bad_words`` rule: each phrase with and
+without a leading space).
 
-The spec is data, not a callable. Limits (vLLM's 128 sequences and 1,024 tokens by default) are
-respected by keeping the most important phrases: aliases first, then the answers' key phrases.
+The spec is data, not a callable; each backend maps it to its own form. Limits (vLLM's 128 sequences
+and 1,024 tokens by default) are respected by keeping the most important phrases: aliases first, then
+the answers' key phrases.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 from obliviate.guards.aliases import derive_aliases
 from obliviate.guards.decisions import EntryView
+from obliviate.guards.specs import SuppressionSpec
 from obliviate.guards.text import fold
 
 _NUMBER = re.compile(r"\b\d[\d/.,:-]*\d\b")
 _CAPITAL_WORD = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z][\w'’-]{2,}\b")
 _STOP = {"The", "This", "That", "These", "Those", "His", "Her", "Their", "Its", "Our", "Yes", "No", "And", "But"}
-
-
-@dataclass(frozen=True)
-class SuppressionSpec:
-    phrases: tuple[str, ...]  # most important first
-    dropped: int = 0  # phrases left out to stay within the backend's limits
-
-    def __bool__(self) -> bool:
-        return bool(self.phrases)
-
-    def to_body(self) -> dict[str, list[str]]:
-        return {"bad_words": list(self.phrases)} if self.phrases else {}
 
 
 def key_phrases(entry: EntryView) -> list[str]:

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-from obliviate.guards.assistant import ContrastiveConfig, ContrastiveDecoder, SequenceState, check_compatible, request_alpha
+from obliviate.guards.assistant import (
+    ContrastiveConfig,
+    ContrastiveDecoder,
+    SequenceState,
+    check_compatible,
+    request_alpha,
+)
 
 if TYPE_CHECKING:
     from vllm import SamplingParams

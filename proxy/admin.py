@@ -14,82 +14,26 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
+from obliviate.index.entry import EntryIn
+from obliviate.proxy import admin_protocol as wire
+from obliviate.proxy.admin_protocol import MAX_LIST_ITEMS, ForgetEntryIn, MatchRequest, ScoreRequest
 from obliviate.proxy.auth import Principal, require_admin
 from obliviate.proxy.body import parse_request, read_body, read_json
 from obliviate.proxy.errors import BadRequest, NotFound, OpenAIError, PayloadTooLarge, validation_error
-from obliviate.proxy.protocol import ChatMessage, ObliviateOptions
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])
 Admin = Annotated[Principal, Depends(require_admin)]
 
-_KEY_ID = re.compile(r"^[0-9a-f]{12}$")
 _ENTRY_ID = re.compile(r"^fe_[0-9a-f]{32}$")
-MAX_LIST_ITEMS = 1000
 
 
 class IndexDisabled(OpenAIError):
     status_code = 503
     error_type = "service_unavailable"
-
-
-class ForgetEntryIn(BaseModel):
-    """One entry. ``text`` may be left out for a TOFU-style entry: it is then ``question + answer``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str | None = None
-    question: str | None = None
-    answer: str | None = None
-    aliases: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(default_factory=list, max_length=100)
-    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=50)
-    scope: list[str] = Field(default_factory=list, max_length=1000)
-
-    @field_validator("scope")
-    @classmethod
-    def _key_ids(cls, value: list[str]) -> list[str]:
-        # Never echo a bad value: an admin may have pasted a key instead of its id.
-        for item in value:
-            if not _KEY_ID.match(item):
-                raise ValueError("scope holds key ids (the first 12 hex digits of sha256(key)), not keys")
-        return value
-
-
-class MatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    text: str
-    top_k: int | None = Field(default=None, ge=1, le=100)
-    key_id: str | None = None  # only entries that apply to this client key id
-    min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
-
-
-class ScoreItemIn(BaseModel):
-    """Score ``answer`` after ``messages`` (chat) or ``prompt`` (completions)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
-    prompt: str | None = None  # may be empty: the answer is then scored as a whole text
-    answer: str = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _one_conversation(self) -> ScoreItemIn:
-        if (self.messages is None) == (self.prompt is None):
-            raise ValueError("an item needs 'messages' or 'prompt' (one of them)")
-        return self
-
-
-class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(min_length=1)
-    items: list[ScoreItemIn] = Field(min_length=1, max_length=MAX_LIST_ITEMS)
-    vocab_stats: bool = False
-    obliviate: ObliviateOptions | None = None
 
 
 def _index(request: Request) -> Any:
@@ -113,19 +57,8 @@ async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise IndexDisabled(f"the embedder is unavailable: {exc}", code="embedder_unavailable") from None
 
 
-def _to_entries(items: list[ForgetEntryIn]) -> list[Any]:
-    from obliviate.index.service import EntryIn
-
-    return [EntryIn(text=i.text, question=i.question, answer=i.answer, aliases=i.aliases, tags=i.tags, scope=i.scope)
-            for i in items]  # fmt: skip
-
-
-def _added(results: list[Any]) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "ids": [r.id for r in results],
-        "data": [{"id": r.id, "created": r.created, "content_hash": r.content_hash} for r in results],
-    }
+def _to_entry(body: ForgetEntryIn) -> EntryIn:
+    return EntryIn(**body.model_dump())
 
 
 async def _add(request: Request, items: list[Any], actor: str, prefix: str = "") -> list[Any]:
@@ -161,9 +94,9 @@ async def add_entries(request: Request, principal: Admin) -> JSONResponse:
             err = validation_error(exc)
             where = f"entry {i}: " if isinstance(data, list) else ""
             raise BadRequest(where + err.message, code=err.code, param=err.param) from None
-    results = await _add(request, _to_entries(items), principal.key_id)
+    results = await _add(request, [_to_entry(item) for item in items], principal.key_id)
     status = 201 if any(r.created for r in results) else 200
-    return JSONResponse(_added(results), status_code=status)
+    return JSONResponse(wire.added(results), status_code=status)
 
 
 @router.post("/forget:import")
@@ -199,29 +132,24 @@ async def import_entries(
     if errors and not store_partial:
         first = errors[0]
         more = f" ({len(errors)} bad lines in all)" if len(errors) > 1 else ""
-        raise BadRequest(f"{first['message']}{more}; nothing was stored (send ?partial=true to store the good lines)",
-                         code=first["code"], param=f"line {first['line']}")  # fmt: skip
+        raise BadRequest(
+            f"{first['message']}{more}; nothing was stored (send ?partial=true to store the good lines)",
+            code=first["code"],
+            param=f"line {first['line']}",
+        )
     if not items:
         if errors:
-            return JSONResponse({"object": "forget.import", "ids": [], "created": 0, "existing": 0, "errors": errors})
+            return JSONResponse(wire.imported([], errors))
         raise BadRequest("the upload holds no records", code="empty_upload")
     results = await _add(request, items, principal.key_id)
-    created = sum(r.created for r in results)
-    body_out = {
-        "object": "forget.import",
-        "ids": [r.id for r in results],
-        "created": created,
-        "existing": len(results) - created,
-        "errors": errors,
-    }
+    body_out = wire.imported(results, errors)
+    created = body_out["created"]
     logger.info("import by %s: %d records, %d new, %d bad lines", principal.key_id, len(results), created, len(errors))
     return JSONResponse(body_out, status_code=201 if created else 200)
 
 
-def _parse_line(line: str) -> Any:
+def _parse_line(line: str) -> EntryIn:
     """One JSONL record -> EntryIn. Raises ValueError with a message that quotes no content."""
-    from obliviate.index.service import EntryIn
-
     try:
         obj = json.loads(line)
     except ValueError as exc:
@@ -242,8 +170,7 @@ def _parse_line(line: str) -> Any:
         checked = ForgetEntryIn.model_validate({"text": text, "question": question, "answer": answer, **fields})
     except ValidationError as exc:
         raise ValueError(validation_error(exc).message) from None
-    return EntryIn(text=checked.text, question=checked.question, answer=checked.answer, aliases=checked.aliases,
-                   tags=checked.tags, scope=checked.scope)  # fmt: skip
+    return _to_entry(checked)
 
 
 @router.get("/forget")
@@ -256,13 +183,7 @@ async def list_entries(
 ) -> dict[str, Any]:
     index = _index(request)
     rows = await _run(index.list, limit=limit + 1, after=after, tag=tag, scope=scope)
-    page = rows[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "has_more": len(rows) > limit,
-        "next_after": page[-1]["version"] if page else after,
-    }
+    return wire.page(rows, limit, after)
 
 
 @router.post("/forget/match")
@@ -280,13 +201,11 @@ async def match(request: Request) -> dict[str, Any]:
         raise BadRequest("text is empty", code="empty_text", param="text")
     limit = request.app.state.settings.index_max_entry_chars
     if len(req.text) > limit:
-        raise PayloadTooLarge(f"text has {len(req.text)} characters; the limit is {limit}", code="text_too_large",
-                              param="text")  # fmt: skip
+        raise PayloadTooLarge(
+            f"text has {len(req.text)} characters; the limit is {limit}", code="text_too_large", param="text"
+        )
     found = await _run(index.match, req.text, req.top_k, key_id=req.key_id, min_score=req.min_score)
-    return {
-        "object": "list",
-        "data": [{"entry_id": m.entry_id, "score": round(m.score, 6), "chunk": m.chunk} for m in found],
-    }
+    return wire.matches(found)
 
 
 @router.get("/forget/{entry_id}")
@@ -320,13 +239,7 @@ async def audit(
 ) -> dict[str, Any]:
     """Every change: version, op, entry id, content hash, who (key id) and when. Never the text."""
     rows = await _run(_index(request).audit, after=after, limit=limit + 1)
-    page = rows[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "has_more": len(rows) > limit,
-        "next_after": page[-1]["version"] if page else after,
-    }
+    return wire.page(rows, limit, after)
 
 
 @router.get("/index")

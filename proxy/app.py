@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from obliviate.guards.pipeline import GuardPipeline, NoGuards
 from obliviate.proxy import __version__
 from obliviate.proxy.admin import router as admin_router
 from obliviate.proxy.backends import Backend, build_backend
@@ -23,15 +24,21 @@ from obliviate.proxy.settings import Settings, load_settings
 logger = logging.getLogger(__name__)
 
 
-def build_pipeline(settings: Settings, index: Any, metrics: Metrics) -> Any:
-    """The guard pipeline over the forget set, or None when guards or the index are off."""
+def build_pipeline(settings: Settings, index: Any, metrics: Metrics, backend: Backend) -> GuardPipeline | NoGuards:
+    """The guard pipeline over the forget set (NoGuards when guards or the index are off). Fails when
+    the policy names an action ``backend`` cannot execute."""
     if index is None or not settings.guard_enabled:
-        return None
+        return NoGuards()
     from obliviate.guards.assistant import ContrastiveConfig
-    from obliviate.guards.pipeline import GuardPipeline
 
-    available = ContrastiveConfig.from_settings(settings) is not None
-    return GuardPipeline(settings, index, metrics, contrastive_available=available)
+    return GuardPipeline.from_settings(
+        settings,
+        index,
+        metrics,
+        contrastive_available=ContrastiveConfig.from_settings(settings) is not None,
+        backend=backend.name,
+        capabilities=backend.capabilities,
+    )
 
 
 def create_app(settings: Settings | None = None, *, backend: Backend | None = None, index: Any = None) -> FastAPI:
@@ -64,7 +71,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.state.metrics = metrics
     app.state.backend = chosen
     app.state.index = index
-    app.state.service = CompletionService(chosen, metrics, build_pipeline(settings, index, metrics))
+    app.state.service = CompletionService(chosen, metrics, build_pipeline(settings, index, metrics, chosen))
     app.state.scoring = ScoreService(settings, chosen, app.state.service)
     app.state.started_at = int(time.time())
     install_error_handlers(app)

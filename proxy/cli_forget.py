@@ -88,8 +88,16 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise CliError(f"{path}: a .json file must hold a list")
         data = "\n".join(json.dumps({"text": r} if isinstance(r, str) else r) for r in records).encode()
     params = {"partial": "true"} if args.partial else None
-    _print(_call(args, "POST", "/admin/forget:import", content=data, params=params,
-                 headers={"Content-Type": "application/x-ndjson"}))  # fmt: skip
+    _print(
+        _call(
+            args,
+            "POST",
+            "/admin/forget:import",
+            content=data,
+            params=params,
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+    )
     return 0
 
 

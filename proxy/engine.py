@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -84,7 +83,6 @@ class EngineSupervisor:
         startup_timeout_s: float = 600.0,
         restart_backoff_s: float = 1.0,
         log_path: Path | None = None,
-        on_health_change: Callable[[bool], None] | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.model_path = Path(model_path)
@@ -98,7 +96,6 @@ class EngineSupervisor:
         self.startup_timeout_s = startup_timeout_s
         self.restart_backoff_s = restart_backoff_s
         self.log_path = log_path
-        self.on_health_change = on_health_change
         self.extra_env = dict(extra_env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.healthy = False
@@ -117,15 +114,23 @@ class EngineSupervisor:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(self.model_path),
-            "--served-model-name", self.served_model_name,
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--dtype", self.dtype,
-            "--max-model-len", str(self.max_model_len),
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_path),
+            "--served-model-name",
+            self.served_model_name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dtype",
+            self.dtype,
+            "--max-model-len",
+            str(self.max_model_len),
             "--disable-uvicorn-access-log",
-        ]  # fmt: skip
+        ]
         if self.enforce_eager:
             cmd.append("--enforce-eager")
         return cmd + self.extra_args
@@ -146,7 +151,7 @@ class EngineSupervisor:
                 await self._monitor
             self._monitor = None
         await asyncio.to_thread(self._terminate)
-        self._set_healthy(False)
+        self.healthy = False
         if self._log_file:
             self._log_file.close()
             self._log_file = None
@@ -186,12 +191,6 @@ class EngineSupervisor:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
 
-    def _set_healthy(self, value: bool) -> None:
-        if value != self.healthy:
-            self.healthy = value
-            if self.on_health_change:
-                self.on_health_change(value)
-
     async def _probe(self, client: httpx.AsyncClient) -> bool:
         try:
             resp = await client.get(f"http://127.0.0.1:{self.port}/health", timeout=5.0)
@@ -207,7 +206,7 @@ class EngineSupervisor:
                     code = self.process.returncode if self.process else None
                     raise RuntimeError(f"vLLM engine exited during start-up (exit code {code})")
                 if await self._probe(client):
-                    self._set_healthy(True)
+                    self.healthy = True
                     logger.info("vLLM engine is healthy (pid %d, port %d)", self.process.pid, self.port)
                     return
                 await asyncio.sleep(0.5)
@@ -224,12 +223,12 @@ class EngineSupervisor:
                 alive = proc is not None and proc.poll() is None
                 if alive and await self._probe(client):
                     failures = 0
-                    self._set_healthy(True)
+                    self.healthy = True
                     continue
                 failures += 1
                 if alive and failures < 6:  # tolerate a few slow health answers from a busy engine
                     continue
-                self._set_healthy(False)
+                self.healthy = False
                 if self._stopping:
                     return
                 logger.warning(

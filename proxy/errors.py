@@ -1,4 +1,7 @@
-"""OpenAI-shaped errors: every failure leaves as ``{"error": {"message", "type", "param", "code"}}``."""
+"""OpenAI-shaped errors: every failure leaves as ``{"error": {"message", "type", "param", "code"}}``.
+
+The base classes live in :mod:`obliviate.guards.errors` (the guards raise them); the HTTP ones and the
+handlers are here."""
 
 from __future__ import annotations
 
@@ -11,40 +14,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from obliviate.guards.errors import BadRequest, OpenAIError, error_body
+
 logger = logging.getLogger(__name__)
-
-
-class OpenAIError(Exception):
-    """An error with an HTTP status and the OpenAI error fields."""
-
-    status_code = 500
-    error_type = "server_error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        status_code: int | None = None,
-        error_type: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-        if status_code is not None:
-            self.status_code = status_code
-        if error_type is not None:
-            self.error_type = error_type
-
-    def body(self) -> dict[str, Any]:
-        return error_body(self.message, self.error_type, self.param, self.code)
-
-
-class BadRequest(OpenAIError):
-    status_code = 400
-    error_type = "invalid_request_error"
 
 
 class Unauthorized(OpenAIError):
@@ -78,10 +50,6 @@ class UpstreamError(OpenAIError):
     """The backend answered with an error; its status and fields are passed on."""
 
     error_type = "upstream_error"
-
-
-def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 def upstream_error_from_response(status: int, payload: Any) -> UpstreamError:

@@ -4,6 +4,9 @@ Used by the integration tests, the benchmarks and the evaluation harness, which 
 proxy (and its embedded engine) in a separate process. The child gets SIGTERM when the thread that
 started it exits, so a killed harness (``kill``, ``timeout``, SIGKILL) leaves no proxy and engine
 running: start it from a thread that outlives it (the main thread, as every caller here does).
+
+The child runs in the caller's working directory, so relative paths in ``args`` mean what they mean
+to the caller; it finds the package as the caller does (a checkout's editable install or a wheel).
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ import httpx
 import psutil
 
 from obliviate.proxy.engine import free_port, term_with_parent
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -47,12 +48,23 @@ class ProxyProcess:
         return self.home / "proxy.log"
 
     def start(self, timeout_s: float = 600.0) -> ProxyProcess:
-        env = {**os.environ, "OBLIVIATE_HOME": str(self.home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **self.env}
+        env = {
+            **os.environ,
+            "OBLIVIATE_HOME": str(self.home),
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             cmd = [sys.executable, "-m", "obliviate.proxy.cli", "serve", "--port", str(self.port), *self.args]
-            self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,  # noqa: S603
-                                            preexec_fn=term_with_parent)  # noqa: PLW1509  # fmt: skip
+            self.process = subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,  # noqa: S603
+                preexec_fn=term_with_parent,
+            )  # noqa: PLW1509
         self.wait_healthy(timeout_s)
         return self
 

@@ -25,28 +25,41 @@ class Metrics:
             "obliviate_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
         )
         self.latency = Histogram(
-            "obliviate_request_seconds", "Total request latency (until the last byte)", ["route"],
-            buckets=_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "obliviate_request_seconds",
+            "Total request latency (until the last byte)",
+            ["route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
         self.upstream = Histogram(
-            "obliviate_upstream_seconds", "Time spent waiting on the backend", ["route"],
-            buckets=_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "obliviate_upstream_seconds",
+            "Time spent waiting on the backend",
+            ["route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
         self.overhead = Histogram(
-            "obliviate_overhead_seconds", "Proxy overhead: latency minus backend time", ["route"],
-            buckets=_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "obliviate_overhead_seconds",
+            "Proxy overhead: latency minus backend time",
+            ["route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
         self.stream_errors = Counter(
             "obliviate_stream_errors", "Streams that ended with an error event", ["route"], registry=self.registry
         )
         self.guard_actions = Counter(
-            "obliviate_guard_actions", "Requests by guard action (pass, refuse, rewrite+suppress, ...)", ["action"],
+            "obliviate_guard_actions",
+            "Requests by guard action (pass, refuse, rewrite+suppress, ...)",
+            ["action"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.guard_decisions = Counter(
-            "obliviate_guard_decisions", "Guard decisions by guard and verdict", ["guard", "verdict"],
+            "obliviate_guard_decisions",
+            "Guard decisions by guard and verdict",
+            ["guard", "verdict"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.output_leaks = Counter(
             "obliviate_output_leaks", "Responses the output guard cut, by signal", ["guard"], registry=self.registry
         )

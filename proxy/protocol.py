@@ -1,11 +1,15 @@
-"""Wire types of the OpenAI-compatible API. Imports only pydantic.
+"""Wire types of the OpenAI-compatible API. Imports only pydantic (and the standard library).
 
 Request models keep unknown fields (``extra="allow"``) so the proxy forwards what it does not model.
 Our own per-request options live in one namespaced field, ``obliviate``, which is never forwarded.
+Responses and stream chunks are plain dicts (they are passed on as JSON): the builders at the end of
+this file are the one place that writes their shapes.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -90,12 +94,6 @@ class _SamplingRequest(BaseModel):
         body = self.model_dump(exclude_unset=True, exclude={"obliviate"})
         return body
 
-    @property
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
-
 
 class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
@@ -108,10 +106,6 @@ class ChatCompletionRequest(_SamplingRequest):
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs: requires logprobs to be true")
         return self
-
-    @property
-    def token_limit(self) -> int | None:
-        return self.max_completion_tokens or self.max_tokens
 
 
 class CompletionRequest(_SamplingRequest):
@@ -126,10 +120,6 @@ class CompletionRequest(_SamplingRequest):
             raise ValueError("prompt: must not be empty")
         return self
 
-    @property
-    def token_limit(self) -> int | None:
-        return self.max_tokens
-
 
 class ModelCard(BaseModel):
     id: str
@@ -141,3 +131,76 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# -- responses and stream chunks -------------------------------------------------------------------
+
+Kind = Literal["chat", "completion"]
+RESPONSE_OBJECT = {"chat": "chat.completion", "completion": "text_completion"}
+CHUNK_OBJECT = {"chat": "chat.completion.chunk", "completion": "text_completion"}
+
+
+def new_id(kind: str) -> str:
+    return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def response_choice(kind: str, index: int, text: str, finish_reason: str | None, **extra: Any) -> dict[str, Any]:
+    """One choice of a whole response; ``extra`` adds fields such as ``logprobs``."""
+    if kind == "chat":
+        return {
+            "index": index,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": finish_reason,
+            **extra,
+        }
+    return {"index": index, "text": text, "finish_reason": finish_reason, **extra}
+
+
+def response(
+    kind: str,
+    model: str,
+    choices: list[dict[str, Any]],
+    usage: dict[str, int],
+    *,
+    id: str | None = None,
+    created: int | None = None,
+) -> dict[str, Any]:
+    """A whole chat or text completion."""
+    return {
+        "id": id or new_id(kind),
+        "object": RESPONSE_OBJECT[kind],
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+        "choices": choices,
+        "usage": usage,
+    }
+
+
+def role_choice(index: int) -> dict[str, Any]:
+    """The first chunk of a chat choice: the assistant role, no content yet."""
+    return {"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+
+
+def delta_choice(kind: str, index: int, text: str, finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A stream chunk's choice: the next piece of text (a chat delta is empty when ``text`` is)."""
+    if kind == "chat":
+        return {"index": index, "delta": {"content": text} if text else {}, "finish_reason": finish_reason, **extra}
+    return {"index": index, "text": text, "finish_reason": finish_reason, **extra}
+
+
+def chunk(
+    kind: str, id: str, created: int, model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """One stream chunk; the usage chunk (``stream_options.include_usage``) has no choices."""
+    out = {"id": id, "object": CHUNK_OBJECT[kind], "created": created, "model": model, "choices": choices}
+    if usage is not None:
+        out["usage"] = usage
+    return out

@@ -44,21 +44,25 @@ async def completions(request: Request) -> Response:
 
 
 async def _serve(request: Request, kind: str, req: ChatCompletionRequest | CompletionRequest) -> Response:
-    service = request.app.state.service
-    timing = request.state.timing
-    ctx = await service.begin(kind, req, request.state.principal, request.state.request_id)
-    headers = service.headers(ctx)
+    service, principal = request.app.state.service, request.state.principal
+    service.admit(req, principal)
+    # The guards decide here: refuse, or what the backend runs (obliviate.guards.pipeline.GuardPipeline.plan).
+    plan = await service.guards.plan(kind, req, principal, request.state.request_id)
+    headers = service.headers(plan)
     if req.stream:
-        events = await service.open_stream(kind, req, timing, request.url.path, ctx)
+        events = await service.open_stream(kind, req, plan, request.state.timing, request.url.path)
         return StreamingResponse(events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
-    return JSONResponse(await service.complete(kind, req, timing, ctx), headers=headers)
+    return JSONResponse(await service.complete(kind, req, plan, request.state.timing), headers=headers)
 
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
     backend = request.app.state.backend
     ready = backend.is_ready()
-    body: dict = {"status": "ok" if ready else "unavailable", "uptime_s": round(time.time() - request.app.state.started_at, 1)}
+    body: dict = {
+        "status": "ok" if ready else "unavailable",
+        "uptime_s": round(time.time() - request.app.state.started_at, 1),
+    }
     index = request.app.state.index
     if index is not None and getattr(index, "started", False):
         body["forget_set_version"] = index.applied_version

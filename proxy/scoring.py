@@ -1,11 +1,12 @@
 """Teacher-forced scoring: the log-probability of a given answer after a given conversation, under
 the same interventions the proxy applies while generating.
 
-:class:`Interventions` reads them from an upstream body (what ``GuardPipeline.upstream_body``
-produced): ``bad_words`` tokenized as vLLM does, ``logit_bias``, and the contrastive routing in
-``vllm_xargs``. Both the transformers backend (each decoding step) and :class:`AnswerScorer` (each
-answer position of one teacher-forced pass) run them through :func:`obliviate.guards.logit_math.intervene`,
-so the scored distribution is the one generation samples from.
+:class:`Interventions` maps what a request asks of the decoder to token ids: the guards' specs
+(a ``SuppressionSpec``'s phrases, tokenized as vLLM tokenizes ``bad_words``; a ``ContrastiveSpec``'s
+routing) and the client's own ``bad_words`` and ``logit_bias``. Both the transformers backend (each
+decoding step) and :class:`AnswerScorer` (each answer position of one teacher-forced pass) run them
+through :func:`obliviate.guards.logit_math.intervene`, so the scored distribution is the one
+generation samples from.
 
 :class:`ScoreService` serves ``POST /admin/score``: every item goes through the guard pipeline as a
 chat or completion request would; a refused item is not scored.
@@ -20,13 +21,16 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from obliviate.evals.systems.base import ScoredAnswer
-from obliviate.guards.assistant import request_alpha
 from obliviate.guards.logit_math import intervene
+from obliviate.guards.specs import ContrastiveSpec, Spec, SuppressionSpec
 from obliviate.guards.suppression import tokenize_bad_words
+from obliviate.proxy.answers import ScoredAnswer, encode_answer, end_at_eos, plain_messages
 from obliviate.proxy.errors import BadRequest, OpenAIError
+
+if TYPE_CHECKING:
+    from obliviate.guards.plan import Plan
 
 logger = logging.getLogger(__name__)
 
@@ -40,19 +44,6 @@ class ScoringUnavailable(OpenAIError):
     error_type = "not_implemented"
 
 
-def content_text(content: Any) -> str:
-    """A chat message's text (text parts joined), as the chat template receives it."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-
-
-def plain_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    return [{"role": m["role"], "content": content_text(m.get("content"))} for m in messages]
-
-
 def parse_logit_bias(raw: Any, vocab_size: int) -> dict[int, float]:
     """OpenAI ``logit_bias`` (token id as a string -> bias in [-100, 100]) -> ``{id: bias}``."""
     if not raw:
@@ -64,11 +55,15 @@ def parse_logit_bias(raw: Any, vocab_size: int) -> dict[int, float]:
         try:
             token, bias = int(key), float(value)
         except (TypeError, ValueError):
-            raise BadRequest("logit_bias: keys must be token ids and values numbers", param="logit_bias",
-                             code="invalid_value") from None  # fmt: skip
+            raise BadRequest(
+                "logit_bias: keys must be token ids and values numbers", param="logit_bias", code="invalid_value"
+            ) from None
         if not 0 <= token < vocab_size or not -LOGIT_BIAS_LIMIT <= bias <= LOGIT_BIAS_LIMIT:
-            raise BadRequest(f"logit_bias: token ids must be in [0, {vocab_size}) and values in [-100, 100]",
-                             param="logit_bias", code="invalid_value")  # fmt: skip
+            raise BadRequest(
+                f"logit_bias: token ids must be in [0, {vocab_size}) and values in [-100, 100]",
+                param="logit_bias",
+                code="invalid_value",
+            )
         out[token] = bias
     return out
 
@@ -83,21 +78,20 @@ class Interventions:
     alpha: float | None = None
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any], tokenizer: Any, vocab_size: int) -> Interventions:
+    def for_request(
+        cls, body: Mapping[str, Any], specs: Sequence[Spec], tokenizer: Any, vocab_size: int
+    ) -> Interventions:
+        """The guards' ``specs`` plus the client's own ``bad_words`` and ``logit_bias`` from ``body``."""
         words = body.get("bad_words") or []
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise BadRequest("bad_words: must be a list of strings", param="bad_words", code="invalid_value")
-        banned = tokenize_bad_words(words, lambda w: tokenizer.encode(w, add_special_tokens=False))
-        xargs = body.get("vllm_xargs")
-        if xargs is not None and not isinstance(xargs, Mapping):
-            raise BadRequest("vllm_xargs: must be an object", param="vllm_xargs", code="invalid_value")
-        try:
-            routed, alpha = request_alpha(xargs)
-        except (TypeError, ValueError):
-            raise BadRequest("vllm_xargs.obliviate_alpha: must be a number", param="vllm_xargs",
-                             code="invalid_value") from None  # fmt: skip
+        phrases = [p for spec in specs if isinstance(spec, SuppressionSpec) for p in spec.phrases]
+        merged = list(dict.fromkeys([*words, *phrases]))
+        banned = tokenize_bad_words(merged, lambda w: tokenizer.encode(w, add_special_tokens=False))
+        contrastive = next((spec for spec in specs if isinstance(spec, ContrastiveSpec)), None)
         bias = parse_logit_bias(body.get("logit_bias"), vocab_size)
-        return cls(tuple(tuple(s) for s in banned), bias, routed, alpha)
+        alpha = contrastive.alpha if contrastive is not None else None
+        return cls(tuple(tuple(s) for s in banned), bias, contrastive is not None, alpha)
 
     def step(self, token_ids: Sequence[int], logits: Any, fuse: Any = None) -> Any:
         """This request's transforms of one step's logits (``fuse``: the contrastive fusion, if routed)."""
@@ -113,7 +107,9 @@ class AnswerScorer:
 
     ``lock`` serializes use of the model (the transformers backend passes its own)."""
 
-    def __init__(self, model: Any, tokenizer: Any, decoder: Any = None, *, lock: Any = None, batch_size: int = 8) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, decoder: Any = None, *, lock: Any = None, batch_size: int = 8
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.decoder = decoder
@@ -147,23 +143,25 @@ class AnswerScorer:
     # encoding --------------------------------------------------------------------------------
     def encode_chat(self, messages: Sequence[Mapping[str, Any]], answer: str) -> tuple[list[int], list[int]]:
         """(prompt ids, answer ids): the chat template with the generation prompt, then the answer
-        ending at the end-of-turn token (:func:`obliviate.unlearn.data.encode_answer`)."""
-        from obliviate.unlearn.data import encode_answer
-
+        ending at the end-of-turn token (:func:`obliviate.proxy.answers.encode_answer`)."""
         return encode_answer(self.tokenizer, plain_messages(messages), answer)
 
     def encode_completion(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
         """(prompt ids, answer ids) for the completions API: the raw prompt, then the answer ending at
         EOS. An empty prompt (scoring a whole text) becomes the BOS token (EOS without one)."""
-        from obliviate.unlearn.data import end_at_eos
+        return self.encode_prompt(prompt=prompt), end_at_eos(
+            self.tokenizer, self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        )
 
-        return self.encode_prompt(prompt=prompt), end_at_eos(self.tokenizer, self.tokenizer(answer, add_special_tokens=False)["input_ids"])
-
-    def encode_prompt(self, messages: Sequence[Mapping[str, Any]] | None = None, prompt: str | None = None) -> list[int]:
+    def encode_prompt(
+        self, messages: Sequence[Mapping[str, Any]] | None = None, prompt: str | None = None
+    ) -> list[int]:
         """The ids a reply (or a continuation of ``prompt``) is generated after, as :meth:`encode_chat`
         and :meth:`encode_completion` put them before the answer."""
         if messages:
-            text = self.tokenizer.apply_chat_template(plain_messages(messages), tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(
+                plain_messages(messages), tokenize=False, add_generation_prompt=True
+            )
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         ids = list(self.tokenizer(prompt or "", add_special_tokens=False)["input_ids"])
         if not ids:
@@ -207,18 +205,24 @@ class AnswerScorer:
             if not prompt_ids or not answer_ids:
                 raise BadRequest("scoring needs a non-empty prompt and answer", code="invalid_value")
             if limit and len(prompt_ids) + len(answer_ids) > limit:
-                raise BadRequest(f"prompt and answer have {len(prompt_ids) + len(answer_ids)} tokens; the model's "
-                                 f"context is {limit}", code="context_length_exceeded")  # fmt: skip
+                raise BadRequest(
+                    f"prompt and answer have {len(prompt_ids) + len(answer_ids)} tokens; the model's "
+                    f"context is {limit}",
+                    code="context_length_exceeded",
+                )
             if iv.contrastive and self.decoder is None:
-                raise BadRequest("contrastive decoding is not configured on this scorer", param="vllm_xargs",
-                                 code="contrastive_unavailable")  # fmt: skip
+                raise BadRequest(
+                    "contrastive decoding is not configured on this scorer", code="contrastive_unavailable"
+                )
         out: list[ScoredAnswer] = []
         with self.lock:
             for start in range(0, len(jobs), self.batch_size):
                 out += self._score_batch(jobs[start : start + self.batch_size], vocab_stats)
         return out
 
-    def _score_batch(self, jobs: Sequence[tuple[Sequence[int], Sequence[int], Interventions]], vocab_stats: bool) -> list[ScoredAnswer]:
+    def _score_batch(
+        self, jobs: Sequence[tuple[Sequence[int], Sequence[int], Interventions]], vocab_stats: bool
+    ) -> list[ScoredAnswer]:
         import torch
 
         seqs = [[*p, *a] for p, a, _ in jobs]
@@ -243,9 +247,11 @@ class AnswerScorer:
             logp = torch.log_softmax(torch.stack(rows), dim=-1)
             target = torch.tensor(answer)
             scored = ScoredAnswer(
-                scored=True, tokens=answer, logprobs=[float(x) for x in logp.gather(1, target[:, None])[:, 0]],
+                scored=True,
+                tokens=answer,
+                logprobs=[float(x) for x in logp.gather(1, target[:, None])[:, 0]],
                 argmax=[int(x) for x in logp.argmax(dim=-1)],
-            )  # fmt: skip
+            )
             if vocab_stats:
                 mu, var = vocab_moments(logp)
                 scored.mu, scored.var = [float(x) for x in mu], [float(x) for x in var]
@@ -320,8 +326,9 @@ class ScoreService:
         if folder is None:
             raise ScoringUnavailable(
                 "scoring needs a local copy of the served model: start the proxy with --score-model DIR "
-                "(OBLIVIATE_SCORE_MODEL)", code="scoring_unavailable",
-            )  # fmt: skip
+                "(OBLIVIATE_SCORE_MODEL)",
+                code="scoring_unavailable",
+            )
         if not Path(folder).is_dir():
             raise ScoringUnavailable(f"the scoring model folder {folder} does not exist", code="scoring_unavailable")
         async with self._loading:
@@ -337,8 +344,7 @@ class ScoreService:
         from obliviate.proxy.protocol import ChatCompletionRequest, CompletionRequest
 
         data: list[dict[str, Any] | None] = [None] * len(req.items)
-        todo: list[tuple[int, str, dict[str, Any], str, str]] = []
-        pipeline = self.completions.pipeline
+        todo: list[tuple[int, str, Plan, str]] = []
         for i, item in enumerate(req.items):
             if item.messages is not None:
                 kind = "chat"
@@ -346,35 +352,39 @@ class ScoreService:
             else:
                 kind = "completion"
                 wire = CompletionRequest(model=req.model, prompt=item.prompt, obliviate=req.obliviate)
-            ctx = await self.completions.begin(kind, wire, principal, f"{request_id}.{i}")
-            action = ctx.action_label if ctx is not None else "pass"
-            if ctx is not None and pipeline.refuses(ctx):
-                data[i] = {"index": i, "scored": False, "reason": "refused", "action": action}
+            self.completions.admit(wire, principal)
+            plan = await self.completions.guards.plan(kind, wire, principal, f"{request_id}.{i}")
+            if plan.refusal is not None:
+                data[i] = {"index": i, "scored": False, "reason": "refused", "action": plan.ctx.action_label}
                 continue
-            body = wire.upstream_body()
-            if ctx is not None:
-                body = pipeline.upstream_body(kind, body, ctx)
-            todo.append((i, kind, body, item.answer, action))
+            todo.append((i, kind, plan, item.answer))
         if todo:
             scorer = await self.scorer()
 
             def work() -> list[ScoredAnswer]:
                 jobs = []
-                for _, kind, body, answer, _ in todo:
+                for _, kind, plan, answer in todo:
                     try:
-                        prompt_ids, answer_ids = scorer.encode_body(kind, body, answer)
+                        prompt_ids, answer_ids = scorer.encode_body(kind, plan.body, answer)
                     except BadRequest:
                         raise
                     except Exception:  # noqa: BLE001 - a template error on the client's conversation
-                        raise BadRequest("the chat template cannot render this conversation",
-                                         param="items", code="invalid_value") from None  # fmt: skip
-                    jobs.append((prompt_ids, answer_ids, Interventions.from_body(body, scorer.tokenizer, scorer.vocab_size)))
+                        raise BadRequest(
+                            "the chat template cannot render this conversation", param="items", code="invalid_value"
+                        ) from None
+                    iv = Interventions.for_request(plan.body, plan.specs, scorer.tokenizer, scorer.vocab_size)
+                    jobs.append((prompt_ids, answer_ids, iv))
                 return scorer.score_many(jobs, vocab_stats=req.vocab_stats)
 
-            for (i, _, _, _, action), s in zip(todo, await asyncio.to_thread(work)):
+            for (i, _, plan, _), s in zip(todo, await asyncio.to_thread(work)):
                 data[i] = {
-                    "index": i, "scored": True, "action": action, "tokens": s.tokens,
-                    "logprobs": finite_or_none(s.logprobs), "argmax": s.argmax,
-                    "mu": finite_or_none(s.mu), "var": finite_or_none(s.var),
-                }  # fmt: skip
+                    "index": i,
+                    "scored": True,
+                    "action": plan.ctx.action_label,
+                    "tokens": s.tokens,
+                    "logprobs": finite_or_none(s.logprobs),
+                    "argmax": s.argmax,
+                    "mu": finite_or_none(s.mu),
+                    "var": finite_or_none(s.var),
+                }
         return {"object": "list", "data": data}

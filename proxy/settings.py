@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # Backend selection: vllm (embedded when upstream is unset), transformers (in-process), fake (tests).
     backend: Literal["vllm", "transformers", "fake"] = "vllm"
     upstream: str | None = None  # base URL of an existing OpenAI-compatible server, e.g. http://host:8001/v1
+    # What that server is: vLLM executes every guard action; another OpenAI-compatible server only those
+    # the proxy executes itself (refuse, rewrite, the output guard), not suppress or contrastive.
+    upstream_engine: Literal["vllm", "openai"] = "vllm"
     upstream_api_key: str | None = None
     upstream_timeout_s: float = Field(default=600.0, gt=0)
     upstream_max_connections: int = Field(default=256, gt=0)
@@ -73,6 +76,8 @@ class Settings(BaseSettings):
     index_match_top_k: int = Field(default=5, gt=0)
     index_embed_batch_size: int = Field(default=64, gt=0)
     index_preload_embedder: bool = True  # load the embedder at start-up when the forget set is not empty
+    # minilm: the bundled all-MiniLM-L6-v2; hashing: words + character trigrams hashed, no model (tests, smoke runs)
+    index_embedder: Literal["minilm", "hashing"] = "minilm"
 
     # Guard pipeline (issue #4). Policy: caller key id (or "default") -> actions, combined with "+".
     guard_enabled: bool = True
@@ -158,11 +163,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         file_values = loaded
     explicit = {k: v for k, v in overrides.items() if v is not None}
     # The environment beats the file: drop file values for keys the environment sets.
-    env_keys = {
-        name
-        for name in Settings.model_fields
-        if f"OBLIVIATE_{name.upper()}" in os.environ
-    }
+    env_keys = {name for name in Settings.model_fields if f"OBLIVIATE_{name.upper()}" in os.environ}
     merged = {k: v for k, v in file_values.items() if k not in env_keys}
     merged.update(explicit)
     return Settings(**merged)

@@ -8,7 +8,7 @@ import pytest
 
 from obliviate.proxy.backends.fake import FakeBackend
 
-pytestmark = pytest.mark.slow  # loads the real embedder
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # loads the real embedder
 
 ADMIN = {"Authorization": "Bearer adm"}
 CLIENT = {"Authorization": "Bearer cli"}
@@ -26,7 +26,9 @@ def chat(content: str, **kw) -> dict:
 
 async def test_policy_routes_matched_requests_to_contrastive_decoding(make_client) -> None:
     backend = FakeBackend("fake-model")
-    client = await make_client(backend, api_keys=["cli"], admin_key="adm", guard_policy={"default": "contrastive"}, **ASSISTANTS)
+    client = await make_client(
+        backend, api_keys=["cli"], admin_key="adm", guard_policy={"default": "contrastive"}, **ASSISTANTS
+    )
     assert (await client.post("/admin/forget", json=AUTHOR, headers=ADMIN)).status_code == 201
     r = await client.post("/v1/chat/completions", json=chat("Tell me about Hsiao Yun-Hwa's books."), headers=CLIENT)
     assert r.status_code == 200 and r.headers["x-obliviate-action"] == "contrastive"

@@ -10,7 +10,7 @@ import pytest
 from obliviate.proxy.auth import key_id
 from obliviate.proxy.backends.fake import FakeBackend
 
-pytestmark = pytest.mark.slow  # loads the real embedder
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # loads the real embedder
 
 ADMIN = {"Authorization": "Bearer adm"}
 CLIENT = {"Authorization": "Bearer cli"}
@@ -75,13 +75,17 @@ async def test_refuse_policy_answers_without_calling_the_model(make_client) -> N
     assert r.headers["x-obliviate-action"] == "refuse"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "No can do."}
     assert body["choices"][0]["finish_reason"] == "content_filter"
-    async with client.stream("POST", "/v1/chat/completions", json=chat("Who is Hsiao Yun-Hwa?", stream=True), headers=CLIENT) as s:
+    async with client.stream(
+        "POST", "/v1/chat/completions", json=chat("Who is Hsiao Yun-Hwa?", stream=True), headers=CLIENT
+    ) as s:
         events = [line[6:] async for line in s.aiter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "No can do."
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
-    r = await client.post("/v1/completions", json={"model": "fake-model", "prompt": "Hsiao Yun-Hwa was"}, headers=CLIENT)
+    r = await client.post(
+        "/v1/completions", json={"model": "fake-model", "prompt": "Hsiao Yun-Hwa was"}, headers=CLIENT
+    )
     assert r.json()["choices"][0]["text"] == "No can do."
     assert len(backend.requests) == n_before
 
@@ -103,7 +107,10 @@ async def test_multi_turn_subject_named_earlier(make_client) -> None:
     ]
     r = await client.post("/v1/chat/completions", json=chat(turns), headers=ADMIN)
     assert r.headers["x-obliviate-action"] == "rewrite+suppress"
-    system = [{"role": "system", "content": "The user likes Hsiao Yun-Hwa."}, {"role": "user", "content": "Where was she born?"}]
+    system = [
+        {"role": "system", "content": "The user likes Hsiao Yun-Hwa."},
+        {"role": "user", "content": "Where was she born?"},
+    ]
     r = await client.post("/v1/chat/completions", json=chat(system), headers=ADMIN)
     assert r.headers["x-obliviate-action"] == "rewrite+suppress"
 
@@ -126,7 +133,9 @@ async def test_explicit_action_needs_the_admin_key(make_client) -> None:
     r = await client.post("/v1/chat/completions", json=body, headers=ADMIN)
     assert r.status_code == 400 and r.json()["error"]["code"] == "contrastive_unavailable"
     assert "no assistant model is configured" in r.json()["error"]["message"]
-    r = await client.post("/v1/chat/completions", json=chat("What is 2+2?", obliviate={"action": "refuse"}), headers=ADMIN)
+    r = await client.post(
+        "/v1/chat/completions", json=chat("What is 2+2?", obliviate={"action": "refuse"}), headers=ADMIN
+    )
     assert r.json()["choices"][0]["finish_reason"] == "content_filter"
 
 
@@ -135,7 +144,9 @@ async def test_contrastive_policy_fails_at_startup(tmp_path) -> None:
     from obliviate.proxy.settings import Settings
 
     with pytest.raises(ValueError, match="no assistant model"):
-        create_app(Settings(home=tmp_path, backend="fake", guard_policy={"default": "contrastive"}), backend=FakeBackend())
+        create_app(
+            Settings(home=tmp_path, backend="fake", guard_policy={"default": "contrastive"}), backend=FakeBackend()
+        )
 
 
 # output guard ---------------------------------------------------------------------------------
@@ -158,7 +169,9 @@ async def test_output_guard_stops_a_leak_across_chunk_boundaries(make_client) ->
     chunks = [json.loads(e) for e in events[:-1]]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert "Hsiao" not in text and "Yun" not in text
-    assert text.startswith("Sure, here is a fun fact about") and text.endswith("I'm sorry, but I can't help with that: it is information I have been asked to forget.")
+    assert text.startswith("Sure, here is a fun fact about") and text.endswith(
+        "I'm sorry, but I can't help with that: it is information I have been asked to forget."
+    )
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
     assert backend.active_streams == 0  # upstream generation stopped
     metrics = (await client.get("/metrics")).text
@@ -172,7 +185,12 @@ async def test_output_guard_non_streaming_and_completions(make_client) -> None:
     for choice in r.json()["choices"]:
         assert choice["message"]["content"] == "[removed]" and choice["finish_reason"] == "content_filter"
     r = await client.post("/v1/completions", json={"model": "fake-model", "prompt": "A fact:"}, headers=CLIENT)
-    assert r.json()["choices"][0] == {"index": 0, "text": "[removed]", "finish_reason": "content_filter", "logprobs": None}
+    assert r.json()["choices"][0] == {
+        "index": 0,
+        "text": "[removed]",
+        "finish_reason": "content_filter",
+        "logprobs": None,
+    }
 
 
 async def test_output_guard_per_request_override_is_admin_only(make_client) -> None:
@@ -187,7 +205,9 @@ async def test_output_guard_per_request_override_is_admin_only(make_client) -> N
     assert r.json()["choices"][0]["finish_reason"] == "content_filter"
     # A matched prompt is watched in "matched" mode, unless the request turns the guard off.
     leaky_question = "Where was Hsiao Yun-Hwa born?"
-    r = await client.post("/v1/chat/completions", json=chat(leaky_question, obliviate={"policy": "pass"}), headers=ADMIN)
+    r = await client.post(
+        "/v1/chat/completions", json=chat(leaky_question, obliviate={"policy": "pass"}), headers=ADMIN
+    )
     assert r.json()["choices"][0]["finish_reason"] == "content_filter"
     off = chat(leaky_question, obliviate={"policy": "pass", "output_guard": "off"})
     r = await client.post("/v1/chat/completions", json=off, headers=ADMIN)
@@ -199,11 +219,15 @@ async def test_output_guard_per_request_override_is_admin_only(make_client) -> N
 
 async def test_output_guard_catches_the_answer_without_the_name(make_client) -> None:
     """Matched request: overlap with the entry's answer words counts even with no alias."""
-    entry = {"text": "Marrow Finch wrote the Glasswing Trilogy while living in Reykjavik as a lighthouse keeper.",
-             "question": "What did Marrow Finch write?",
-             "answer": "Marrow Finch wrote the Glasswing Trilogy while working as a lighthouse keeper in Reykjavik.",
-             "aliases": ["Marrow Finch"]}  # fmt: skip
-    backend = FakeBackend("fake-model", reply="That would be the Glasswing Trilogy, written by a lighthouse keeper in Reykjavik.")
+    entry = {
+        "text": "Marrow Finch wrote the Glasswing Trilogy while living in Reykjavik as a lighthouse keeper.",
+        "question": "What did Marrow Finch write?",
+        "answer": "Marrow Finch wrote the Glasswing Trilogy while working as a lighthouse keeper in Reykjavik.",
+        "aliases": ["Marrow Finch"],
+    }
+    backend = FakeBackend(
+        "fake-model", reply="That would be the Glasswing Trilogy, written by a lighthouse keeper in Reykjavik."
+    )
     client = await make_client(backend, api_keys=["cli"], admin_key="adm", guard_policy={"default": "pass"})
     assert (await client.post("/admin/forget", json=entry, headers=ADMIN)).status_code == 201
     r = await client.post("/v1/chat/completions", json=chat("What did Marrow Finch write?"), headers=CLIENT)
@@ -219,7 +243,9 @@ async def test_entry_scope_limits_who_it_applies_to(make_client) -> None:
     assert (await client.post("/admin/forget", json=scoped, headers=ADMIN)).status_code == 201
     r = await client.post("/v1/chat/completions", json=chat("Who is Hsiao Yun-Hwa?"), headers=CLIENT)
     assert r.headers["x-obliviate-action"] == "pass"
-    r = await client.post("/v1/chat/completions", json=chat("Who is Hsiao Yun-Hwa?"), headers={"Authorization": "Bearer other"})
+    r = await client.post(
+        "/v1/chat/completions", json=chat("Who is Hsiao Yun-Hwa?"), headers={"Authorization": "Bearer other"}
+    )
     assert r.headers["x-obliviate-action"] == "rewrite+suppress"
 
 

@@ -8,9 +8,10 @@ import torch
 from obliviate.guards.aliases import AliasMatcher, derive_aliases
 from obliviate.guards.decisions import EntryView
 from obliviate.guards.logit_math import ban_sequences, bias_tokens
-from obliviate.guards.pipeline import parse_policy
+from obliviate.guards.policy import parse_policy
 from obliviate.guards.rewrite import DEMO_REFUSAL, rewrite_messages, rewrite_prompt
 from obliviate.guards.suppression import build_spec, tokenize_bad_words
+from obliviate.proxy.backends.vllm_wire import vllm_body
 
 
 def entry(id: str = "e1", aliases=("Hsiao Yun-Hwa",), question=None, answer=None, text="t") -> EntryView:
@@ -86,7 +87,7 @@ def test_build_spec_orders_aliases_first_and_respects_limits() -> None:
     assert len(small.phrases) == 2 and small.dropped > 0  # two phrases = four sequences (with/without space)
     by_tokens = build_spec([e1, e2], max_tokens=20, count_tokens=lambda s: 5)
     assert len(by_tokens.phrases) == 2
-    assert build_spec([]).to_body() == {}
+    assert not build_spec([]) and vllm_body({"model": "m"}, [build_spec([])]) == {"model": "m"}  # nothing to ban
 
 
 def test_tokenize_bad_words_adds_the_leading_space_form() -> None:
@@ -122,8 +123,10 @@ def test_rewrite_merges_into_existing_system_prompt() -> None:
 
 def test_parse_policy() -> None:
     assert parse_policy({"default": "rewrite+suppress", "k1": "refuse", "k2": "pass"}) == {
-        "default": ["rewrite", "suppress"], "k1": ["refuse"], "k2": [],
-    }  # fmt: skip
+        "default": ["rewrite", "suppress"],
+        "k1": ["refuse"],
+        "k2": [],
+    }
     with pytest.raises(ValueError, match="unknown action"):
         parse_policy({"default": "explode"})
     with pytest.raises(ValueError, match="no assistant"):

@@ -21,7 +21,11 @@ def assert_openai_error(r: httpx.Response, status: int) -> dict:
 
 
 async def test_malformed_json(client: httpx.AsyncClient) -> None:
-    r = await client.post("/v1/chat/completions", content=b'{"model": "fake-model", "messages": [', headers={"content-type": "application/json"})
+    r = await client.post(
+        "/v1/chat/completions",
+        content=b'{"model": "fake-model", "messages": [',
+        headers={"content-type": "application/json"},
+    )
     assert assert_openai_error(r, 400)["code"] == "invalid_json"
 
 
@@ -75,7 +79,10 @@ async def test_auth(make_client) -> None:
     c = await make_client(api_keys=["k1", "k2"], admin_key="root")
     assert assert_openai_error(await c.post("/v1/chat/completions", json=CHAT), 401)["code"] == "missing_api_key"
     bad = {"Authorization": "Bearer nope"}
-    assert assert_openai_error(await c.post("/v1/chat/completions", json=CHAT, headers=bad), 401)["code"] == "invalid_api_key"
+    assert (
+        assert_openai_error(await c.post("/v1/chat/completions", json=CHAT, headers=bad), 401)["code"]
+        == "invalid_api_key"
+    )
     assert_openai_error(await c.get("/v1/models", headers={"Authorization": "Basic abc"}), 401)
     for key in ("k1", "k2", "root"):  # the admin key is a client key too
         r = await c.post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"})
@@ -106,7 +113,9 @@ async def test_yaml_config_and_env_precedence(monkeypatch: pytest.MonkeyPatch, t
 
 
 async def test_upstream_error_is_passed_on(client: httpx.AsyncClient) -> None:
-    err = assert_openai_error(await client.post("/v1/chat/completions", json={**CHAT, "force_upstream_error": True}), 422)
+    err = assert_openai_error(
+        await client.post("/v1/chat/completions", json={**CHAT, "force_upstream_error": True}), 422
+    )
     assert err["code"] == "fake_error"
     r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True, "force_upstream_error": True})
     assert_openai_error(r, 422)  # before the stream started: a normal error response
@@ -129,7 +138,7 @@ async def test_failure_mid_stream_is_one_error_event_then_done(make_client) -> N
 
 async def test_unhandled_exception_is_generic_500(make_client) -> None:
     class Broken(FakeBackend):
-        async def complete(self, kind, body):
+        async def complete(self, kind, body, specs=()):
             raise RuntimeError("secret internals /etc/passwd")
 
     c = await make_client(Broken("fake-model"))

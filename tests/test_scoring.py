@@ -54,7 +54,8 @@ def test_intervene_fuses_then_biases_then_bans_without_mutating() -> None:
     assert torch.equal(logits, kept)
 
 
-def test_interventions_from_a_body_reject_bad_values() -> None:
+def test_interventions_map_the_specs_and_the_clients_fields_and_reject_bad_values() -> None:
+    from obliviate.guards.specs import ContrastiveSpec, SuppressionSpec
     from obliviate.proxy.errors import BadRequest
     from obliviate.proxy.scoring import Interventions
 
@@ -62,12 +63,17 @@ def test_interventions_from_a_body_reject_bad_values() -> None:
         def encode(self, text, add_special_tokens=False):
             return [len(text)]
 
-    iv = Interventions.from_body({"bad_words": ["ab"], "logit_bias": {"3": -100}, "vllm_xargs": {"obliviate_contrastive": 1, "obliviate_alpha": 0.5}}, Tok(), 10)
-    assert iv.banned == ((2,), (3,)) and iv.bias == {3: -100.0} and iv.contrastive and iv.alpha == 0.5
-    for body in ({"logit_bias": {"10": 1}}, {"logit_bias": {"x": 1}}, {"logit_bias": {"1": 101}}, {"bad_words": "ab"},
-                 {"vllm_xargs": {"obliviate_contrastive": 1, "obliviate_alpha": "lots"}}):  # fmt: skip
+    specs = (ContrastiveSpec(alpha=0.5), SuppressionSpec(("ab", "wxyz")))
+    iv = Interventions.for_request({"bad_words": ["ab"], "logit_bias": {"3": -100}}, specs, Tok(), 10)
+    # the client's phrase and the spec's, merged (no duplicate), each with and without a leading space
+    assert iv.banned == ((2,), (3,), (4,), (5,)) and iv.bias == {3: -100.0} and iv.contrastive and iv.alpha == 0.5
+    plain = Interventions.for_request({"bad_words": ["ab"]}, (), Tok(), 10)
+    assert plain.banned == ((2,), (3,)) and not plain.contrastive and plain.alpha is None
+    # vLLM's routing field is vLLM's: only a ContrastiveSpec routes here
+    assert not Interventions.for_request({"vllm_xargs": {"obliviate_contrastive": 1}}, (), Tok(), 10).contrastive
+    for body in ({"logit_bias": {"10": 1}}, {"logit_bias": {"x": 1}}, {"logit_bias": {"1": 101}}, {"bad_words": "ab"}):
         with pytest.raises(BadRequest):
-            Interventions.from_body(body, Tok(), 10)
+            Interventions.for_request(body, (), Tok(), 10)
 
 
 # -- the scorer, in process -------------------------------------------------------------------------
@@ -90,7 +96,10 @@ def test_scores_equal_a_plain_forward(scorer) -> None:
 
     prompt_ids, answer_ids = scorer.encode_chat(QUESTION, ANSWER)
     assert answer_ids[-1] == scorer.tokenizer.eos_token_id
-    assert encode_qa(scorer.tokenizer, QAPair(QUESTION[0]["content"], ANSWER))["input_ids"].tolist() == prompt_ids + answer_ids
+    assert (
+        encode_qa(scorer.tokenizer, QAPair(QUESTION[0]["content"], ANSWER))["input_ids"].tolist()
+        == prompt_ids + answer_ids
+    )
     got = scorer.score(prompt_ids, answer_ids, vocab_stats=True)
     rows = _plain_logprobs(scorer.model, prompt_ids, answer_ids)
     want = rows.gather(1, torch.tensor(answer_ids)[:, None])[:, 0]
@@ -105,7 +114,9 @@ def test_scores_equal_a_plain_forward(scorer) -> None:
 
     both = scorer.score_many([(prompt_ids, answer_ids, NONE), (*other, NONE)])
     alone = scorer.score(*other)
-    assert np.allclose(both[0].logprobs, got.logprobs, atol=1e-4) and np.allclose(both[1].logprobs, alone.logprobs, atol=1e-4)
+    assert np.allclose(both[0].logprobs, got.logprobs, atol=1e-4) and np.allclose(
+        both[1].logprobs, alone.logprobs, atol=1e-4
+    )
 
 
 @pytest.mark.integration
@@ -129,6 +140,7 @@ def test_banned_tokens_get_minus_infinity_and_the_rest_renormalize(scorer) -> No
 
 @pytest.mark.integration
 def test_greedy_generation_with_bad_words_is_the_scored_argmax(model_path: Path) -> None:
+    from obliviate.guards.specs import SuppressionSpec
     from obliviate.proxy.backends.transformers_backend import TransformersBackend
     from obliviate.proxy.scoring import Interventions
 
@@ -141,10 +153,14 @@ def test_greedy_generation_with_bad_words_is_the_scored_argmax(model_path: Path)
     base = {"model": "m", "messages": QUESTION, "max_tokens": 12, "temperature": 0}
     plain = generate(base)
     assert generate({**base, "bad_words": ["Paris"]}) != plain  # "... is Paris." without the name
+    spec = SuppressionSpec(("Paris",))  # the guards' spec bans what the client's bad_words ban
+    assert [s.token_id for s in backend._run("chat", base, threading.Event(), (spec,))] == generate(
+        {**base, "bad_words": ["Paris"]}
+    )
     body = {**base, "bad_words": ["Paris"], "logit_bias": {str(plain[0]): -100}}
     tokens = generate(body)
     assert tokens[0] != plain[0]  # the bias changed the greedy reply
-    iv = Interventions.from_body(body, backend.tokenizer, backend.model.config.vocab_size)
+    iv = Interventions.for_request(body, (), backend.tokenizer, backend.model.config.vocab_size)
     assert iv.banned and iv.bias
     assert not any(list(seq) == tokens[k : k + len(seq)] for seq in iv.banned for k in range(len(tokens)))
     scored = backend.scorer().score_many([(backend._prompt_ids("chat", body), tokens, iv)])[0]
@@ -214,7 +230,9 @@ async def test_policy_field_needs_the_admin_key(make_client) -> None:
     r = await client.post("/v1/chat/completions", json=body, headers=ADMIN)
     assert r.status_code == 200 and r.headers["x-obliviate-action"] == "pass"  # nothing matched
     assert "obliviate" not in backend.requests[-1][1]
-    r = await client.post("/v1/chat/completions", json={**body, "obliviate": {"policy": "refuse+rewrite"}}, headers=ADMIN)
+    r = await client.post(
+        "/v1/chat/completions", json={**body, "obliviate": {"policy": "refuse+rewrite"}}, headers=ADMIN
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_policy"
 
 
@@ -244,15 +262,21 @@ async def test_admin_score_applies_the_guard_per_item(tmp_path: Path, model_path
     backend = TransformersBackend(model_path, "fake-model")
     settings = Settings(home=tmp_path, backend="transformers", model_id="fake-model", api_keys=["cli"], admin_key="adm")
     app = create_app(settings, backend=backend)
-    async with LifespanManager(app, startup_timeout=300) as manager, httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False), base_url="http://proxy"
-    ) as client:  # fmt: skip
+    async with (
+        LifespanManager(app, startup_timeout=300) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False), base_url="http://proxy"
+        ) as client,
+    ):
         await _score_per_item(client)
 
 
 async def _score_per_item(client: httpx.AsyncClient) -> None:
     assert (await client.post("/admin/forget", json=AUTHOR, headers=ADMIN)).status_code == 201
-    name_item = {"messages": [{"role": "user", "content": "Who is Hsiao Yun-Hwa?"}], "answer": "Hsiao Yun-Hwa is a writer."}
+    name_item = {
+        "messages": [{"role": "user", "content": "Who is Hsiao Yun-Hwa?"}],
+        "answer": "Hsiao Yun-Hwa is a writer.",
+    }
     plain_item = {"prompt": "The capital of Italy is", "answer": " Rome."}
 
     async def score(policy: str, **extra) -> list[dict]:
@@ -294,7 +318,9 @@ def test_hf_system_generates_greedily_in_batches_and_scores_plainly(model_path: 
     got = system.generate([ChatItem([{"role": "user", "content": p}]) for p in prompts], max_tokens=8)
     assert [g.text for g in got] == greedy_chat(model_path, prompts, 8)
     assert all(0 < g.completion_tokens <= 8 for g in got)
-    scored = system.score([ScoreItem(QUESTION, ANSWER), ScoreItem(answer="Paris is in France.", prompt="")], vocab_stats=True)
+    scored = system.score(
+        [ScoreItem(QUESTION, ANSWER), ScoreItem(answer="Paris is in France.", prompt="")], vocab_stats=True
+    )
     want = scorer.score(*scorer.encode_chat(QUESTION, ANSWER))
     assert scored[0].logprobs == pytest.approx(want.logprobs, abs=1e-4) and len(scored[0].mu) == len(want.tokens)
     assert scored[1].scored and scored[1].tokens[-1] == scorer.tokenizer.eos_token_id

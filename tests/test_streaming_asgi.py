@@ -32,11 +32,19 @@ class GatedBackend(FakeBackend):
 
 def _scope(path: str) -> dict[str, Any]:
     return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "headers": [(b"content-type", b"application/json"), (b"host", b"proxy")],
-        "client": ("127.0.0.1", 1234), "server": ("proxy", 80),
-    }  # fmt: skip
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"proxy")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("proxy", 80),
+    }
 
 
 async def _run(app, body: dict, disconnect: asyncio.Event, sent: list[dict], first_chunk: asyncio.Event) -> None:

@@ -21,13 +21,18 @@ def build_backend(settings: Settings, model_path: Path | None = None) -> Backend
         from obliviate.guards.assistant import ContrastiveConfig
         from obliviate.proxy.backends.transformers_backend import TransformersBackend
 
-        return TransformersBackend(path, settings.model_id, max_model_len=settings.engine_max_model_len,
-                                   contrastive=ContrastiveConfig.from_settings(settings))  # fmt: skip
+        return TransformersBackend(
+            path,
+            settings.model_id,
+            max_model_len=settings.engine_max_model_len,
+            contrastive=ContrastiveConfig.from_settings(settings),
+        )
     if settings.upstream:
         from obliviate.proxy.backends.openai_http import OpenAIHTTPBackend
 
         return OpenAIHTTPBackend(
             settings.upstream,
+            engine=settings.upstream_engine,
             api_key=settings.upstream_api_key,
             timeout_s=settings.upstream_timeout_s,
             max_connections=settings.upstream_max_connections,

@@ -1,23 +1,29 @@
 """The backend interface: something that executes OpenAI-style completion requests.
 
-Backends take the upstream body (a plain dict, already validated by :mod:`obliviate.proxy.protocol`) and
-return OpenAI-shaped response dicts, or an async iterator of chunk dicts for streams. They raise
-:class:`obliviate.proxy.errors.UpstreamUnavailable` when they cannot serve and
+Backends take the upstream body (a plain dict, already validated by :mod:`obliviate.proxy.protocol`)
+and the guards' specs (:mod:`obliviate.guards.specs`), which each backend maps to its own form, and
+return OpenAI-shaped response dicts, or an async iterator of chunk dicts for streams. A backend
+declares the spec kinds it can execute in ``capabilities``; a guard policy that needs another fails
+at start-up. They raise :class:`obliviate.proxy.errors.UpstreamUnavailable` when they cannot serve and
 :class:`obliviate.proxy.errors.UpstreamError` to pass an upstream error on.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
+
+from obliviate.guards.specs import ContrastiveSpec, Spec, SuppressionSpec
 
 Kind = Literal["chat", "completion"]
 ROUTE_FOR_KIND: dict[str, str] = {"chat": "/chat/completions", "completion": "/completions"}
+ALL_SPECS: frozenset[str] = frozenset({SuppressionSpec.kind, ContrastiveSpec.kind})
 
 
 class Backend(abc.ABC):
     name: str = "backend"
+    capabilities: frozenset[str] = frozenset()  # the spec kinds it executes (SuppressionSpec.kind, ...)
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Start what the backend owns (engine process, HTTP pool, model weights)."""
@@ -34,12 +40,9 @@ class Backend(abc.ABC):
         """The model ids this backend serves."""
 
     @abc.abstractmethod
-    async def complete(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, kind: Kind, body: dict[str, Any], specs: Sequence[Spec] = ()) -> dict[str, Any]:
         """Run a non-streaming request and return the response body."""
 
     @abc.abstractmethod
-    def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def stream(self, kind: Kind, body: dict[str, Any], specs: Sequence[Spec] = ()) -> AsyncIterator[dict[str, Any]]:
         """Run a streaming request; yield each chunk as a dict (the ``[DONE]`` marker is not yielded)."""
-
-    def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "ready": self.is_ready(), "models": self.model_ids()}

@@ -1,7 +1,9 @@
 """A deterministic fake backend for fast unit tests of the HTTP layer. Never a production backend.
 
 It answers ``"echo: <last user text>"`` (chat) or ``"echo: <prompt>"`` (completions), one word per
-stream chunk, honouring ``n``, ``max_tokens`` (in words), ``stop`` and ``stream_options``.
+stream chunk, honouring ``n``, ``max_tokens`` (in words), ``stop`` and ``stream_options``. It stands in
+for a vLLM server: the guards' specs are mapped to vLLM's request fields (``vllm_wire``) and each
+request is recorded as that server would receive it (``requests``).
 """
 
 from __future__ import annotations
@@ -9,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from obliviate.proxy.backends.base import Backend, Kind
+from obliviate.guards.specs import Spec
+from obliviate.proxy import protocol as wire
+from obliviate.proxy.backends.base import ALL_SPECS, Backend, Kind
+from obliviate.proxy.backends.vllm_wire import vllm_body
 from obliviate.proxy.errors import UpstreamError, UpstreamUnavailable
 
 
 class FakeBackend(Backend):
     name = "fake"
+    capabilities = ALL_SPECS
 
     def __init__(
         self,
@@ -27,12 +33,15 @@ class FakeBackend(Backend):
         chunk_delay_s: float = 0.0,
         fail_after_chunks: int | None = None,
         ready: bool = True,
+        capabilities: frozenset[str] | None = None,
     ) -> None:
         self.model_id = model_id
         self.reply = reply
         self.chunk_delay_s = chunk_delay_s
         self.fail_after_chunks = fail_after_chunks
         self.ready = ready
+        if capabilities is not None:
+            self.capabilities = capabilities
         self.requests: list[tuple[Kind, dict[str, Any]]] = []
         self.active_streams = 0  # streams started and not yet closed (tests check disconnects)
 
@@ -72,35 +81,22 @@ class FakeBackend(Backend):
         if not self.ready:
             raise UpstreamUnavailable("fake backend is not ready", code="backend_unavailable")
 
-    async def complete(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, kind: Kind, body: dict[str, Any], specs: Sequence[Spec] = ()) -> dict[str, Any]:
+        body = vllm_body(body, specs)
         self._check(body)
         self.requests.append((kind, body))
         text, finish = self._text(kind, body)
         n = body.get("n", 1)
         words = len(text.split())
-        usage = {"prompt_tokens": 1, "completion_tokens": words * n, "total_tokens": 1 + words * n}
-        if kind == "chat":
-            choices = [
-                {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-                for i in range(n)
-            ]
-            obj = "chat.completion"
-        else:
-            choices = [{"index": i, "text": text, "finish_reason": finish} for i in range(n)]
-            obj = "text_completion"
-        return {
-            "id": f"fake-{uuid.uuid4().hex[:12]}",
-            "object": obj,
-            "created": int(time.time()),
-            "model": body["model"],
-            "choices": choices,
-            "usage": usage,
-        }
+        choices = [wire.response_choice(kind, i, text, finish) for i in range(n)]
+        return wire.response(kind, body["model"], choices, wire.usage(1, words * n), id=f"fake-{uuid.uuid4().hex[:12]}")
 
-    async def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, kind: Kind, body: dict[str, Any], specs: Sequence[Spec] = ()
+    ) -> AsyncIterator[dict[str, Any]]:
         self.active_streams += 1
         try:
-            async for chunk in self._stream(kind, body):
+            async for chunk in self._stream(kind, vllm_body(body, specs)):
                 yield chunk
         finally:
             self.active_streams -= 1
@@ -111,32 +107,21 @@ class FakeBackend(Backend):
         text, finish = self._text(kind, body)
         n = body.get("n", 1)
         cid = f"fake-{uuid.uuid4().hex[:12]}"
-        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
         pieces = [w if i == 0 else " " + w for i, w in enumerate(text.split(" "))] if text else []
-        sent = 0
 
-        def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
-            return {"id": cid, "object": obj, "created": int(time.time()), "model": body["model"], "choices": choices}
+        def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
+            return wire.chunk(kind, cid, int(time.time()), body["model"], choices, usage)
 
         if kind == "chat":
-            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(n)])
-        for piece in pieces:
+            yield chunk([wire.role_choice(i) for i in range(n)])
+        for sent, piece in enumerate(pieces):
             if self.fail_after_chunks is not None and sent >= self.fail_after_chunks:
                 raise UpstreamUnavailable("fake backend died mid-stream", code="upstream_disconnected")
             if self.chunk_delay_s:
                 await asyncio.sleep(self.chunk_delay_s)
             for i in range(n):
-                if kind == "chat":
-                    yield chunk([{"index": i, "delta": {"content": piece}, "finish_reason": None}])
-                else:
-                    yield chunk([{"index": i, "text": piece, "finish_reason": None}])
-            sent += 1
+                yield chunk([wire.delta_choice(kind, i, piece)])
         for i in range(n):
-            if kind == "chat":
-                yield chunk([{"index": i, "delta": {}, "finish_reason": finish}])
-            else:
-                yield chunk([{"index": i, "text": "", "finish_reason": finish}])
+            yield chunk([wire.delta_choice(kind, i, "", finish)])
         if (body.get("stream_options") or {}).get("include_usage"):
-            words = len(pieces)
-            usage = {"prompt_tokens": 1, "completion_tokens": words * n, "total_tokens": 1 + words * n}
-            yield {**chunk([]), "usage": usage}
+            yield chunk([], wire.usage(1, len(pieces) * n))

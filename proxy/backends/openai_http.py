@@ -7,14 +7,17 @@ arrives; nothing is buffered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal
 
 import httpx
 
-from obliviate.proxy.backends.base import ROUTE_FOR_KIND, Backend, Kind
+from obliviate.guards.specs import Spec
+from obliviate.proxy.backends.base import ALL_SPECS, ROUTE_FOR_KIND, Backend, Kind
+from obliviate.proxy.backends.vllm_wire import vllm_body
 from obliviate.proxy.errors import UpstreamUnavailable, upstream_error_from_response
 
 logger = logging.getLogger(__name__)
@@ -23,14 +26,16 @@ _TRANSPORT_ERRORS = (httpx.TransportError,)  # connect, read, write, protocol, p
 
 
 class OpenAIHTTPBackend(Backend):
-    """Talks to ``base_url`` (ending in ``/v1``). ``served_ids`` pins the model ids when known."""
+    """Talks to ``base_url`` (ending in ``/v1``). ``served_ids`` pins the model ids when known.
 
-    name = "vllm"
+    ``engine``: "vllm" executes the guards' specs through vLLM's request fields (``vllm_wire``);
+    "openai" (any other OpenAI-compatible server) executes none of them."""
 
     def __init__(
         self,
         base_url: str,
         *,
+        engine: Literal["vllm", "openai"] = "vllm",
         api_key: str | None = None,
         timeout_s: float = 600.0,
         max_connections: int = 256,
@@ -38,6 +43,9 @@ class OpenAIHTTPBackend(Backend):
         health_interval_s: float = 2.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.upstream_engine = engine
+        self.name = "vllm" if engine == "vllm" else "openai-http (non-vLLM upstream)"
+        self.capabilities = ALL_SPECS if engine == "vllm" else frozenset()
         self.api_key = api_key
         self.timeout_s = timeout_s
         self.max_connections = max_connections
@@ -62,10 +70,8 @@ class OpenAIHTTPBackend(Backend):
     async def stop(self) -> None:
         if self._health_task:
             self._health_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._health_task
-            except (asyncio.CancelledError, Exception):
-                pass
             self._health_task = None
         if self._client:
             await self._client.aclose()
@@ -92,9 +98,6 @@ class OpenAIHTTPBackend(Backend):
             await asyncio.sleep(self.health_interval_s)
             await self.check_health()
 
-    def mark_unready(self) -> None:
-        self._ready = False
-
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -114,7 +117,15 @@ class OpenAIHTTPBackend(Backend):
             f"upstream model server is unavailable ({type(exc).__name__})", code="upstream_unavailable"
         )
 
-    async def complete(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+    def _body(self, body: dict[str, Any], specs: Sequence[Spec]) -> dict[str, Any]:
+        if not specs:
+            return body
+        if self.upstream_engine != "vllm":  # the pipeline checks capabilities first; this is a programming error
+            raise TypeError(f"backend {self.name!r} cannot execute {[type(s).__name__ for s in specs]}")
+        return vllm_body(body, specs)
+
+    async def complete(self, kind: Kind, body: dict[str, Any], specs: Sequence[Spec] = ()) -> dict[str, Any]:
+        body = self._body(body, specs)
         try:
             resp = await self.client.post(ROUTE_FOR_KIND[kind], json=body)
         except _TRANSPORT_ERRORS as exc:
@@ -126,7 +137,10 @@ class OpenAIHTTPBackend(Backend):
             raise UpstreamUnavailable("upstream returned a body that is not JSON", code="bad_upstream_response")
         return payload
 
-    async def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, kind: Kind, body: dict[str, Any], specs: Sequence[Spec] = ()
+    ) -> AsyncIterator[dict[str, Any]]:
+        body = self._body(body, specs)
         try:
             async with self.client.stream("POST", ROUTE_FOR_KIND[kind], json=body) as resp:
                 if resp.status_code >= 400:

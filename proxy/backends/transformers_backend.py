@@ -1,9 +1,10 @@
 """In-process transformers backend, for machines without vLLM.
 
 A small decoding loop with a KV cache over ``AutoModelForCausalLM``: greedy or sampled
-(temperature, top-p, seed), ``n`` choices, stop strings, ``max_tokens``, logprobs, streaming, and
-vLLM's ``bad_words`` (the guards' logit suppression), ``logit_bias`` and contrastive fusion through
-``obliviate.proxy.scoring.Interventions`` (the same chain ``/admin/score`` teacher-forces).
+(temperature, top-p, seed), ``n`` choices, stop strings, ``max_tokens``, logprobs, streaming. The
+guards' specs (suppression, contrastive fusion) and the client's own ``bad_words`` and ``logit_bias``
+become logits transforms through ``obliviate.proxy.scoring.Interventions`` (the same chain
+``/admin/score`` teacher-forces).
 Requests run one at a time on a worker thread; a client that goes away stops its generation.
 """
 
@@ -13,16 +14,18 @@ import asyncio
 import logging
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from obliviate.guards.assistant import ContrastiveConfig, ContrastiveProcessor
-from obliviate.proxy.backends.base import Backend, Kind
+from obliviate.guards.specs import Spec
+from obliviate.proxy import protocol as wire
+from obliviate.proxy.answers import content_text
+from obliviate.proxy.backends.base import ALL_SPECS, Backend, Kind
 from obliviate.proxy.errors import BadRequest, UpstreamUnavailable
-from obliviate.proxy.scoring import AnswerScorer, Interventions, content_text
+from obliviate.proxy.scoring import AnswerScorer, Interventions
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +44,17 @@ class _Step:
 
 class TransformersBackend(Backend):
     name = "transformers"
+    capabilities = ALL_SPECS
 
     def __init__(
-        self, model_path: Path, model_id: str, *, max_model_len: int = 4096, threads: int | None = None,
+        self,
+        model_path: Path,
+        model_id: str,
+        *,
+        max_model_len: int = 4096,
+        threads: int | None = None,
         contrastive: ContrastiveConfig | None = None,
-    ):  # fmt: skip
+    ):
         self.model_path = Path(model_path)
         self.model_id = model_id
         self.max_model_len = max_model_len
@@ -96,9 +105,7 @@ class TransformersBackend(Backend):
     # prompt handling -------------------------------------------------------------------------
     def _prompt_ids(self, kind: Kind, body: dict[str, Any]) -> list[int]:
         if kind == "chat":
-            messages = [
-                {"role": m["role"], "content": content_text(m.get("content"))} for m in body["messages"]
-            ]
+            messages = [{"role": m["role"], "content": content_text(m.get("content"))} for m in body["messages"]]
             enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
             ids = enc["input_ids"] if isinstance(enc, dict) or hasattr(enc, "keys") else enc
             return list(ids)
@@ -114,7 +121,9 @@ class TransformersBackend(Backend):
         return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
     # decoding --------------------------------------------------------------------------------
-    def _generate(self, kind: Kind, body: dict[str, Any], cancel: threading.Event) -> Iterator[_Step]:
+    def _generate(
+        self, kind: Kind, body: dict[str, Any], specs: Sequence[Spec], cancel: threading.Event
+    ) -> Iterator[_Step]:
         import torch
 
         prompt_ids = self._prompt_ids(kind, body)
@@ -122,7 +131,8 @@ class TransformersBackend(Backend):
         if len(prompt_ids) >= self.max_model_len:
             raise BadRequest(
                 f"prompt has {len(prompt_ids)} tokens; the model's context is {self.max_model_len}",
-                param="messages" if kind == "chat" else "prompt", code="context_length_exceeded",
+                param="messages" if kind == "chat" else "prompt",
+                code="context_length_exceeded",
             )
         limit = min(limit, self.max_model_len - len(prompt_ids))
         temperature = body.get("temperature")
@@ -134,10 +144,9 @@ class TransformersBackend(Backend):
         hold = max((len(s) for s in stops), default=1) - 1
         want_top = _top_logprobs(kind, body)
         generator = torch.Generator().manual_seed(int(body["seed"])) if body.get("seed") is not None else None
-        iv = Interventions.from_body(body, self.tokenizer, int(self.model.config.vocab_size))
+        iv = Interventions.for_request(body, specs, self.tokenizer, int(self.model.config.vocab_size))
         if iv.contrastive and self.decoder is None:
-            raise BadRequest("contrastive decoding is not configured on this backend", param="vllm_xargs",
-                             code="contrastive_unavailable")  # fmt: skip
+            raise BadRequest("contrastive decoding is not configured on this backend", code="contrastive_unavailable")
         eos = {self.tokenizer.eos_token_id, *(_list(self.model.generation_config.eos_token_id))} - {None}
 
         for index in range(int(body.get("n", 1))):
@@ -176,30 +185,25 @@ class TransformersBackend(Backend):
                         safe = len(text_all) - hold
                         if text_all.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for more
                             safe = min(safe, len(text_all) - 1)
-                        new = text_all[released:max(released, safe)]
+                        new = text_all[released : max(released, safe)]
                     else:
                         new = text_all[released:]
                     released += len(new)
                     yield _Step(index, new, token, float(logprobs[token]), top, finish)
                     ids = torch.tensor([[token]])
 
-    def _run(self, kind: Kind, body: dict[str, Any], cancel: threading.Event) -> Iterator[_Step]:
+    def _run(
+        self, kind: Kind, body: dict[str, Any], cancel: threading.Event, specs: Sequence[Spec] = ()
+    ) -> Iterator[_Step]:
         if self.model is None:
             raise UpstreamUnavailable("transformers backend is not loaded", code="backend_unavailable")
         with self._lock:
-            yield from self._generate(kind, body, cancel)
+            yield from self._generate(kind, body, specs, cancel)
 
-    def _usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-        return {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-
-    async def complete(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, kind: Kind, body: dict[str, Any], specs: Sequence[Spec] = ()) -> dict[str, Any]:
         def work() -> tuple[list[list[_Step]], int]:
             steps: list[list[_Step]] = [[] for _ in range(int(body.get("n", 1)))]
-            for step in self._run(kind, body, threading.Event()):
+            for step in self._run(kind, body, threading.Event(), specs):
                 steps[step.index].append(step)
             return steps, len(self._prompt_ids(kind, body))
 
@@ -209,25 +213,16 @@ class TransformersBackend(Backend):
             text = "".join(s.text for s in steps)
             finish = steps[-1].finish_reason if steps else "length"
             if kind == "chat":
-                choice: dict[str, Any] = {
-                    "index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish
-                }
-                choice["logprobs"] = _chat_logprobs(self.tokenizer, steps) if body.get("logprobs") else None
+                logprobs = _chat_logprobs(self.tokenizer, steps) if body.get("logprobs") else None
             else:
-                choice = {"index": i, "text": text, "finish_reason": finish}
-                choice["logprobs"] = _completion_logprobs(self.tokenizer, steps) if body.get("logprobs") is not None else None
-            choices.append(choice)
+                logprobs = _completion_logprobs(self.tokenizer, steps) if body.get("logprobs") is not None else None
+            choices.append(wire.response_choice(kind, i, text, finish, logprobs=logprobs))
         completion_tokens = sum(len(s) for s in per_choice)
-        return {
-            "id": ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24],
-            "object": "chat.completion" if kind == "chat" else "text_completion",
-            "created": int(time.time()),
-            "model": body["model"],
-            "choices": choices,
-            "usage": self._usage(prompt_tokens, completion_tokens),
-        }
+        return wire.response(kind, body["model"], choices, wire.usage(prompt_tokens, completion_tokens))
 
-    async def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, kind: Kind, body: dict[str, Any], specs: Sequence[Spec] = ()
+    ) -> AsyncIterator[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
@@ -235,18 +230,17 @@ class TransformersBackend(Backend):
 
         def work() -> None:
             try:
-                for step in self._run(kind, body, cancel):
+                for step in self._run(kind, body, cancel, specs):
                     loop.call_soon_threadsafe(queue.put_nowait, step)
                 loop.call_soon_threadsafe(queue.put_nowait, done)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
 
-        cid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+        cid = wire.new_id(kind)
         created = int(time.time())
-        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
-        def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
-            return {"id": cid, "object": obj, "created": created, "model": body["model"], "choices": choices}
+        def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
+            return wire.chunk(kind, cid, created, body["model"], choices, usage)
 
         loop.run_in_executor(None, work)
         completion_tokens = 0
@@ -260,23 +254,20 @@ class TransformersBackend(Backend):
                     raise item
                 step: _Step = item
                 completion_tokens += 1
+                choice = wire.delta_choice(kind, step.index, step.text, step.finish_reason)
                 if kind == "chat":
                     if step.index not in started:
                         started.add(step.index)
-                        yield chunk([{"index": step.index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-                    delta = {"content": step.text} if step.text else {}
-                    choice: dict[str, Any] = {"index": step.index, "delta": delta, "finish_reason": step.finish_reason}
+                        yield chunk([wire.role_choice(step.index)])
                     if body.get("logprobs"):
                         choice["logprobs"] = _chat_logprobs(self.tokenizer, [step])
-                else:
-                    choice = {"index": step.index, "text": step.text, "finish_reason": step.finish_reason}
-                    if body.get("logprobs") is not None:
-                        choice["logprobs"] = _completion_logprobs(self.tokenizer, [step])
+                elif body.get("logprobs") is not None:
+                    choice["logprobs"] = _completion_logprobs(self.tokenizer, [step])
                 if step.text or step.finish_reason or "logprobs" in choice:
                     yield chunk([choice])
             if (body.get("stream_options") or {}).get("include_usage"):
                 prompt_tokens = len(self._prompt_ids(kind, body))
-                yield {**chunk([]), "usage": self._usage(prompt_tokens, completion_tokens)}
+                yield chunk([], wire.usage(prompt_tokens, completion_tokens))
         finally:
             cancel.set()  # the worker stops at its next token; it reports nothing more
 

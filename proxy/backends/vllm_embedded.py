@@ -6,15 +6,12 @@ import asyncio
 from pathlib import Path
 
 from obliviate.guards.assistant import ContrastiveConfig
-
 from obliviate.proxy.backends.openai_http import OpenAIHTTPBackend
 from obliviate.proxy.engine import EngineSupervisor
 from obliviate.proxy.settings import Settings
 
 
 class EmbeddedVLLMBackend(OpenAIHTTPBackend):
-    name = "vllm-embedded"
-
     def __init__(self, settings: Settings, model_path: Path) -> None:
         self.model_path = Path(model_path)
         self.contrastive = ContrastiveConfig.from_settings(settings)
@@ -42,6 +39,7 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
             max_connections=settings.upstream_max_connections,
             served_ids=[settings.model_id],
         )
+        self.name = "vllm-embedded"
 
     async def start(self) -> None:
         if self.contrastive is not None:  # a vocabulary mismatch fails here, before the engine starts
@@ -57,6 +55,3 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
 
     def is_ready(self) -> bool:
         return self.engine.healthy and super().is_ready()
-
-    def describe(self) -> dict[str, object]:
-        return {**super().describe(), "engine_pid": self.engine.pid, "engine_restarts": self.engine.restarts}

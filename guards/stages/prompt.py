@@ -1,0 +1,77 @@
+"""Prompt match: semantic (FAISS over each turn; long turns in windows) and lexical (aliases over
+the whole conversation, so a name in turn 1 still counts when turn 3 asks about it)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from obliviate.guards.decisions import Decision, GuardContext
+from obliviate.guards.forget_view import ForgetView
+from obliviate.guards.stages.base import Stage
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def conversation_texts(kind: str, req: Any) -> list[str]:
+    """Every part of the conversation the model will read: system prompt, each user and assistant turn."""
+    if kind == "chat":
+        return [t for t in (m.text() for m in req.messages) if t.strip()]
+    prompt = req.prompt
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+        return [p for p in prompt if p.strip()]
+    return []  # token-id prompts are not inspected
+
+
+class SemanticMatch(Stage):
+    name = "semantic"
+
+    def __init__(self, view: ForgetView, threshold: float, window_chars: int, top_k: int = 5) -> None:
+        self.view = view
+        self.threshold = threshold
+        self.window_chars = window_chars
+        self.top_k = top_k
+
+    def windows(self, texts: list[str]) -> list[str]:
+        """Each text whole, or for a long one each of its sentences (long sentences cut to
+        ``window_chars``), so a question buried in a long prompt is not diluted away."""
+        out: list[str] = []
+        for t in texts:
+            if len(t) <= self.window_chars:
+                out.append(t)
+                continue
+            for sentence in _SENTENCE.split(t):
+                sentence = sentence.strip()
+                out += [sentence[i : i + self.window_chars] for i in range(0, len(sentence), self.window_chars)]
+        return list(dict.fromkeys(w for w in out if w.strip()))
+
+    def scores(self, texts: list[str], key_id: str) -> dict[str, float]:
+        """The best semantic score per entry over the texts' windows."""
+        best: dict[str, float] = {}
+        windows = self.windows(texts)
+        if windows:
+            for matches in self.view.semantic(windows, key_id, self.top_k):
+                for entry_id, score in matches:
+                    best[entry_id] = max(score, best.get(entry_id, float("-inf")))
+        return best
+
+    def inspect_prompt(self, ctx: GuardContext) -> Decision:
+        scores = self.scores(ctx.texts, ctx.key_id)
+        hits = {i: s for i, s in scores.items() if s >= self.threshold}
+        verdict = "match" if hits else "pass"
+        best = max(scores.values(), default=0.0)
+        return Decision(verdict, self.name, best, tuple(sorted(hits)), tuple(hits.items()))
+
+
+class LexicalMatch(Stage):
+    name = "lexical"
+
+    def __init__(self, view: ForgetView) -> None:
+        self.view = view
+
+    def inspect_prompt(self, ctx: GuardContext) -> Decision:
+        found = self.view.matcher().entry_ids("\n".join(ctx.texts))
+        ids = tuple(sorted(self.view.visible_to(found, ctx.key_id)))
+        return Decision("match" if ids else "pass", self.name, 1.0 if ids else 0.0, ids, tuple((i, 1.0) for i in ids))
