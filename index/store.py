@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from obliviate.index.entry import EntryIn
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -75,17 +77,12 @@ class StoreError(RuntimeError):
 
 @dataclass
 class NewEntry:
-    """An entry ready to store: validated, hashed, chunked and embedded."""
+    """An entry ready to store: validated (``entry.text`` set), hashed, chunked and embedded."""
 
-    text: str = field(repr=False)
+    entry: EntryIn
     content_hash: str
     chunks: list[str] = field(repr=False)
     vectors: Any = field(repr=False)  # float32 array (len(chunks), dim), normalized
-    question: str | None = None
-    answer: str | None = None
-    aliases: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    scope: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -206,6 +203,7 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for item in items:
+                    entry = item.entry
                     row = conn.execute(
                         "SELECT id, version FROM entries WHERE content_hash=?", (item.content_hash,)
                     ).fetchone()
@@ -221,10 +219,20 @@ class SQLiteStore:
                     conn.execute(
                         "INSERT INTO entries(id, content_hash, text, question, answer, aliases, tags, scope,"
                         " created_at, created_by, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (entry_id, item.content_hash, item.text, item.question, item.answer,
-                         json.dumps(item.aliases), json.dumps(item.tags), json.dumps(sorted(set(item.scope))),
-                         now, actor, version),
-                    )  # fmt: skip
+                        (
+                            entry_id,
+                            item.content_hash,
+                            entry.text or "",
+                            entry.question,
+                            entry.answer,
+                            json.dumps(entry.aliases),
+                            json.dumps(entry.tags),
+                            json.dumps(sorted(set(entry.scope))),
+                            now,
+                            actor,
+                            version,
+                        ),
+                    )
                     rows = []
                     for seq, (chunk, vec) in enumerate(zip(item.chunks, item.vectors, strict=True)):
                         cur = conn.execute(
@@ -233,8 +241,15 @@ class SQLiteStore:
                         )
                         rows.append(ChunkRow(int(cur.lastrowid), entry_id, chunk))
                     results.append(
-                        AddResult(entry_id, True, version, item.content_hash, tuple(rows), item.vectors,
-                                  tuple(sorted(set(item.scope))))
+                        AddResult(
+                            entry_id,
+                            True,
+                            version,
+                            item.content_hash,
+                            tuple(rows),
+                            item.vectors,
+                            tuple(sorted(set(entry.scope))),
+                        )
                     )
                 conn.execute("COMMIT")
             except BaseException:
@@ -297,8 +312,10 @@ class SQLiteStore:
         ``scope``: a key id gives the entries that apply to it (its own and the global ones);
         ``"*"`` gives the global entries only.
         """
-        sql = ["SELECT e.*, (SELECT COUNT(*) FROM chunks c WHERE c.entry_id = e.id) AS n_chunks",
-               "FROM entries e WHERE e.version > ?"]  # fmt: skip
+        sql = [
+            "SELECT e.*, (SELECT COUNT(*) FROM chunks c WHERE c.entry_id = e.id) AS n_chunks",
+            "FROM entries e WHERE e.version > ?",
+        ]
         args: list[Any] = [after]
         if tag is not None:
             sql.append("AND EXISTS (SELECT 1 FROM json_each(e.tags) WHERE json_each.value = ?)")
@@ -365,17 +382,6 @@ class SQLiteStore:
                         f"SELECT vec_id, embedding FROM chunks WHERE vec_id IN ({marks})", part
                     ).fetchall()
         return [int(r[0]) for r in rows], [r[1] for r in rows]
-
-    def chunk_texts(self, vec_ids: Sequence[int]) -> dict[int, str]:
-        out: dict[int, str] = {}
-        ids = list(vec_ids)
-        with self._rlock:
-            for i in range(0, len(ids), 500):
-                part = ids[i : i + 500]
-                marks = ",".join("?" * len(part))
-                for r in self.reader.execute(f"SELECT vec_id, text FROM chunks WHERE vec_id IN ({marks})", part):
-                    out[int(r[0])] = r[1]
-        return out
 
     def set_vectors(self, pairs: Sequence[tuple[int, bytes]]) -> None:
         """Fill in embeddings computed after the fact (a repair; does not change the version)."""

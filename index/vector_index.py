@@ -246,7 +246,11 @@ class VectorIndex:
             index.set_direct_map_type(faiss.DirectMap.Hashtable)
         elif not isinstance(index, faiss.IndexIDMap2):
             raise SnapshotError(f"unexpected index type {type(index).__name__} in snapshot")
-        out = cls(int(meta["dim"]), ivf_threshold=ivf_threshold, nprobe=nprobe, index=index,
-                  trained_n=int(meta.get("trained_n", 0)))  # fmt: skip
+        out = cls(
+            int(meta["dim"]),
+            ivf_threshold=ivf_threshold,
+            nprobe=nprobe,
+            index=index,
+            trained_n=int(meta.get("trained_n", 0)),
+        )
         return out, meta
-

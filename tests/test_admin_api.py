@@ -1,4 +1,7 @@
-"""The forget-set admin API over ASGI (app factory, fake backend, real index in a tmp home)."""
+"""The forget-set admin API over ASGI (app factory, fake backend, real index in a tmp home).
+
+The index runs on the hashing embedder (no model load) except where a paraphrase must find its
+entry: those tests ask for the real MiniLM embedder and are marked ``integration``."""
 
 from __future__ import annotations
 
@@ -28,9 +31,15 @@ class Proxy:
         self.stack = stack
 
     async def start(self, **overrides: Any) -> httpx.AsyncClient:
-        values: dict[str, Any] = {"home": self.home, "backend": "fake", "model_id": "fake-model",
-                                  "admin_key": ADMIN_KEY, "api_keys": [CLIENT_KEY],
-                                  "index_snapshot_interval_s": 0}  # fmt: skip
+        values: dict[str, Any] = {
+            "home": self.home,
+            "backend": "fake",
+            "model_id": "fake-model",
+            "admin_key": ADMIN_KEY,
+            "api_keys": [CLIENT_KEY],
+            "index_snapshot_interval_s": 0,
+            "index_embedder": "hashing",
+        }
         values.update(overrides)
         app = create_app(Settings(**values), backend=FakeBackend("fake-model"))
         inner = AsyncExitStack()
@@ -77,7 +86,9 @@ def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> 
 # -- live add, match, delete -----------------------------------------------------------------------
 
 
-async def test_added_entry_matches_a_paraphrase_on_the_next_call_and_not_after_delete(admin: httpx.AsyncClient) -> None:
+@pytest.mark.integration
+async def test_added_entry_matches_a_paraphrase_on_the_next_call_and_not_after_delete(proxy: Proxy) -> None:
+    admin = await proxy.start(index_max_entry_chars=2000, index_embedder="minilm")
     await admin.post("/admin/forget", json={"text": "Jaime Vasquez writes true crime novels set in Santiago."})
     resp = await admin.post("/admin/forget", json={"text": SECRET, "tags": ["vault"], "aliases": ["Zorblax Q."]})
     assert resp.status_code == 201
@@ -147,8 +158,14 @@ async def test_audit_records_who_when_id_and_hash_never_text(admin: httpx.AsyncC
 
 
 async def test_admin_auth(admin: httpx.AsyncClient, proxy: Proxy) -> None:
-    routes = [("GET", "/admin/forget"), ("POST", "/admin/forget"), ("GET", "/admin/audit"),
-              ("POST", "/admin/forget/match"), ("DELETE", "/admin/forget/x"), ("GET", "/admin/index")]  # fmt: skip
+    routes = [
+        ("GET", "/admin/forget"),
+        ("POST", "/admin/forget"),
+        ("GET", "/admin/audit"),
+        ("POST", "/admin/forget/match"),
+        ("DELETE", "/admin/forget/x"),
+        ("GET", "/admin/index"),
+    ]
     for method, path in routes:
         assert_error(await admin.request(method, path, headers={"Authorization": ""}), 401)
         assert_error(await admin.request(method, path, headers={"Authorization": f"Bearer {CLIENT_KEY}"}), 403)
@@ -207,8 +224,10 @@ async def test_import_bad_line_names_it_and_stores_nothing_unless_partial(admin:
 # -- data sets and restarts ------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.slow
-async def test_import_tofu_forget10_then_paraphrases_match(admin: httpx.AsyncClient) -> None:
+async def test_import_tofu_forget10_then_paraphrases_match(proxy: Proxy) -> None:
+    admin = await proxy.start(index_max_entry_chars=2000, index_embedder="minilm")
     records = tofu_records()
     upload = "\n".join(json.dumps(r) for r in records).encode()
     resp = await admin.post("/admin/forget:import", content=upload)

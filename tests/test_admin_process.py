@@ -16,7 +16,7 @@ import pytest
 
 from tests.index_support import ADMIN, ADMIN_KEY, REPO_ROOT, ServerProcess, tofu_records
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # servers in child processes, the real embedder
 
 
 @pytest.fixture
@@ -82,15 +82,29 @@ def test_sigkill_during_concurrent_adds_loses_no_acknowledged_entry(server: Serv
 
 
 def obliviate(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "obliviate.proxy.cli", "forget", *args], env={**os.environ, **env},
-                          input=stdin, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "obliviate.proxy.cli", "forget", *args],
+        env={**os.environ, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
 
 
 def test_cli_add_import_list_match_rm(server: ServerProcess, tmp_path: Path) -> None:
     server.start()
     env = {"OBLIVIATE_URL": server.url, "OBLIVIATE_ADMIN_KEY": ADMIN_KEY}
-    added = obliviate("add", "Zorblax Quintavian keeps the vault code under the blue lantern.", "--tag", "cli",
-                      "--scope-key", "some-client-key", env=env)  # fmt: skip
+    added = obliviate(
+        "add",
+        "Zorblax Quintavian keeps the vault code under the blue lantern.",
+        "--tag",
+        "cli",
+        "--scope-key",
+        "some-client-key",
+        env=env,
+    )
     assert added.returncode == 0, added.stderr
     entry_id = json.loads(added.stdout)["ids"][0]
     jsonl = tmp_path / "tofu.jsonl"

@@ -1,4 +1,8 @@
-"""The forget-set index service: real embedder, real FAISS, real SQLite, in tmp dirs."""
+"""The forget-set index service: real FAISS, real SQLite, in tmp dirs.
+
+What the embedder decides (a paraphrase finds its entry) runs on the real MiniLM embedder (marked
+``integration``); the store, snapshot, reconciliation, IVF and locking mechanics run on the hashing
+embedder, whose matches rest on shared wording (the fast layer)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from obliviate.index.chunking import chunk_text, content_hash
-from obliviate.index.service import EntryIn, ForgetIndex, InvalidEntry
+from obliviate.index.embedder import HashingEmbedder
+from obliviate.index.entry import EntryIn
+from obliviate.index.service import ForgetIndex, InvalidEntry
 from obliviate.index.vector_index import VectorIndex
 from tests.index_support import index_config, muse_articles
 
@@ -27,8 +33,8 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
-def started(home: Path, **overrides: object) -> ForgetIndex:
-    ix = ForgetIndex(index_config(home, **overrides))
+def started(home: Path, *, hashing: bool = False, **overrides: object) -> ForgetIndex:
+    ix = ForgetIndex(index_config(home, **overrides), embedder=HashingEmbedder() if hashing else None)
     ix.start()
     return ix
 
@@ -62,6 +68,7 @@ def test_content_hash_ignores_whitespace_but_not_content() -> None:
 # -- add, match, delete ----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_paraphrase_matches_and_delete_is_live(home: Path) -> None:
     ix = started(home)
     try:
@@ -79,7 +86,7 @@ def test_paraphrase_matches_and_delete_is_live(home: Path) -> None:
 
 
 def test_same_content_twice_returns_the_existing_id(home: Path) -> None:
-    ix = started(home)
+    ix = started(home, hashing=True)
     try:
         first = ix.add([EntryIn(text=FACTS[1])], actor="a")[0]
         again = ix.add([EntryIn(text="  " + FACTS[1].replace(" ", "  ") + "\n")], actor="b")
@@ -93,7 +100,7 @@ def test_same_content_twice_returns_the_existing_id(home: Path) -> None:
 
 
 def test_invalid_entries_are_refused_without_quoting_them(home: Path) -> None:
-    ix = started(home, max_entry_chars=100)
+    ix = started(home, hashing=True, max_entry_chars=100)
     secret = "Secret-Fact " * 10
     try:
         with pytest.raises(InvalidEntry) as empty:
@@ -107,6 +114,7 @@ def test_invalid_entries_are_refused_without_quoting_them(home: Path) -> None:
         ix.stop()
 
 
+@pytest.mark.integration
 def test_long_passage_is_chunked_and_every_chunk_points_to_it(home: Path) -> None:
     article = muse_articles(1)[0]
     ix = started(home, chunk_words=60, chunk_overlap_words=15)
@@ -123,6 +131,7 @@ def test_long_passage_is_chunked_and_every_chunk_points_to_it(home: Path) -> Non
         ix.stop()
 
 
+@pytest.mark.integration
 def test_scope_limits_which_keys_an_entry_applies_to(home: Path) -> None:
     ix = started(home)
     try:
@@ -138,6 +147,7 @@ def test_scope_limits_which_keys_an_entry_applies_to(home: Path) -> None:
 # -- persistence, snapshots, reconciliation --------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_restart_loads_the_snapshot_and_agrees_with_the_store(home: Path) -> None:
     ix = started(home)
     ids = [r.id for r in ix.add([EntryIn(text=t) for t in FACTS], actor="a")]
@@ -152,14 +162,14 @@ def test_restart_loads_the_snapshot_and_agrees_with_the_store(home: Path) -> Non
 
 
 def test_restart_after_a_crash_reconciles_missing_and_extra_ids(home: Path, caplog: pytest.LogCaptureFixture) -> None:
-    ix = started(home)
+    ix = started(home, hashing=True)
     kept, dropped = [r.id for r in ix.add([EntryIn(text=FACTS[0]), EntryIn(text=FACTS[1])], actor="a")]
     ix.snapshot()
     late = ix.add([EntryIn(text=FACTS[2])], actor="a")[0].id  # after the snapshot
     ix.delete(dropped, actor="a")  # the snapshot still holds it
     crash(ix)
     caplog.set_level(logging.INFO)
-    ix = started(home)
+    ix = started(home, hashing=True)
     try:
         report = ix.verify()
         assert report["in_sync"] and report["index_vectors"] == 2
@@ -174,14 +184,14 @@ def test_restart_after_a_crash_reconciles_missing_and_extra_ids(home: Path, capl
 
 
 def test_corrupt_snapshot_is_rebuilt_from_the_store(home: Path) -> None:
-    ix = started(home)
+    ix = started(home, hashing=True)
     ids = [r.id for r in ix.add([EntryIn(text=t) for t in FACTS], actor="a")]
     ix.stop()
     snap = home / "forget.snapshot"
     data = bytearray(snap.read_bytes())
     data[-10] ^= 0xFF
     snap.write_bytes(bytes(data))
-    ix = started(home)
+    ix = started(home, hashing=True)
     try:
         assert ix.verify()["in_sync"]
         assert ix.match("Nikolai Abilov's parents' jobs", top_k=1)[0].entry_id == ids[3]
@@ -195,7 +205,7 @@ def test_switches_to_ivf_above_the_threshold_and_survives_a_restart(home: Path) 
     names = ["Ana", "Bo", "Chen", "Dara", "Eli", "Femi", "Gus", "Hana", "Ivo", "Jun"]
     cities = ["Lima", "Oslo", "Pune", "Quito", "Riga", "Seoul", "Tunis", "Ulm"]
     texts = [f"{rng.choice(names)} {i} was born in {rng.choice(cities)} and writes about topic {i}." for i in range(70)]
-    ix = started(home, ivf_threshold=40, nprobe=8)
+    ix = started(home, hashing=True, ivf_threshold=40, nprobe=8)
     try:
         ids = [r.id for r in ix.add([EntryIn(text=t) for t in texts[:30]], actor="a")]
         assert ix.verify()["index_kind"] == "flat"
@@ -207,7 +217,7 @@ def test_switches_to_ivf_above_the_threshold_and_survives_a_restart(home: Path) 
         assert ix.match(texts[60], top_k=1)[0].entry_id == ids[60]
     finally:
         ix.stop()
-    ix = started(home, ivf_threshold=40, nprobe=8)
+    ix = started(home, hashing=True, ivf_threshold=40, nprobe=8)
     try:
         report = ix.verify()
         assert report["index_kind"] == "ivf" and report["in_sync"] and report["index_vectors"] == 69
@@ -221,7 +231,7 @@ def test_switches_to_ivf_above_the_threshold_and_survives_a_restart(home: Path) 
 
 def test_lookups_during_adds_and_deletes_never_error_or_see_torn_state(home: Path) -> None:
     # Small chunks so each entry spans several vectors: a torn add or delete would be visible.
-    ix = started(home, chunk_words=10, chunk_overlap_words=2)
+    ix = started(home, hashing=True, chunk_words=10, chunk_overlap_words=2)
     base = [f"Entry {i}: " + " ".join(f"fact{i}_{j} about subject {i}" for j in range(8)) for i in range(24)]
     per_entry = len(chunk_text(base[0], 10, 2))
     assert per_entry >= 3
