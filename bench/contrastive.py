@@ -42,7 +42,7 @@ def param_count(path: Path) -> int:
     from safetensors import safe_open
 
     with safe_open(str(path / "model.safetensors"), "pt") as f:
-        return sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())
+        return sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 - safe_open is not a dict
 
 
 def _prod(shape: list[int]) -> int:
@@ -80,7 +80,9 @@ def main() -> int:
     parser.add_argument("--out", help="default bench/results/contrastive.json (contrastive-bf16.json for bfloat16)")
     args = parser.parse_args()
     results = Path(__file__).resolve().parent / "results"
-    args.out = args.out or str(results / ("contrastive.json" if args.assistant_dtype == "float32" else "contrastive-bf16.json"))
+    args.out = args.out or str(
+        results / ("contrastive.json" if args.assistant_dtype == "float32" else "contrastive-bf16.json")
+    )
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -88,11 +90,25 @@ def main() -> int:
     main_path = prepare_bundled_model(default_home() / "models" / DEFAULT_MODEL_ID)
     with tempfile.TemporaryDirectory(prefix="bench-contrastive-") as tmp:
         unlearned = perturbed_copy(main_path, Path(tmp) / "perturbed")
-        flags = ["--model-path", str(main_path), "--assistant-base", str(main_path),
-                 "--assistant-unlearned", str(unlearned), "--alpha", "1", "--assistant-dtype", args.assistant_dtype]  # fmt: skip
+        flags = [
+            "--model-path",
+            str(main_path),
+            "--assistant-base",
+            str(main_path),
+            "--assistant-unlearned",
+            str(unlearned),
+            "--alpha",
+            "1",
+            "--assistant-dtype",
+            args.assistant_dtype,
+        ]
         if args.backend == "transformers":
             flags += ["--backend", "transformers"]
-        env = {"OBLIVIATE_ADMIN_KEY": ADMIN, "OBLIVIATE_ENGINE_KV_CACHE_GIB": "1", "OBLIVIATE_ENGINE_MAX_MODEL_LEN": "2048"}
+        env = {
+            "OBLIVIATE_ADMIN_KEY": ADMIN,
+            "OBLIVIATE_ENGINE_KV_CACHE_GIB": "1",
+            "OBLIVIATE_ENGINE_MAX_MODEL_LEN": "2048",
+        }
         proxy = ProxyProcess(flags, Path(tmp) / "home", env=env).start()
         try:
             run_load(proxy.base_url, 2, 2, 8, True)  # warm-up
@@ -112,22 +128,43 @@ def main() -> int:
     target = 1 / (1.1 * (1 + assistant_share))
     summary = {}
     for concurrency in (1, 8):
-        plain = sum(x["tokens"] for x in runs[f"c{concurrency}_plain"]) / sum(x["wall_s"] for x in runs[f"c{concurrency}_plain"])
-        fused = sum(x["tokens"] for x in runs[f"c{concurrency}_contrastive"]) / sum(x["wall_s"] for x in runs[f"c{concurrency}_contrastive"])
-        summary[f"c{concurrency}"] = {"plain_tokens_per_s": plain, "contrastive_tokens_per_s": fused,
-                                      "ratio": fused / plain, "meets_target": fused / plain >= target}  # fmt: skip
+        plain = sum(x["tokens"] for x in runs[f"c{concurrency}_plain"]) / sum(
+            x["wall_s"] for x in runs[f"c{concurrency}_plain"]
+        )
+        fused = sum(x["tokens"] for x in runs[f"c{concurrency}_contrastive"]) / sum(
+            x["wall_s"] for x in runs[f"c{concurrency}_contrastive"]
+        )
+        summary[f"c{concurrency}"] = {
+            "plain_tokens_per_s": plain,
+            "contrastive_tokens_per_s": fused,
+            "ratio": fused / plain,
+            "meets_target": fused / plain >= target,
+        }
     result = {
         "backend": args.backend,
         "assistant_dtype": args.assistant_dtype,
         "commit": git_commit(),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]],
-                    # cores vLLM's CPU backend keeps out of its compute threads (default: 1 on this machine)
-                    "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "vLLM default")},  # fmt: skip
-        "workload": {"max_tokens": args.max_tokens, "ignore_eos": True, "greedy": True, "rounds": args.rounds,
-                     "requests_per_load": "2 x concurrency"},  # fmt: skip
-        "flops": {"main_params": main_params, "assistants": 2, "assistant_flops_over_main": assistant_share,
-                  "target_ratio": target},  # fmt: skip
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]],
+            # cores vLLM's CPU backend keeps out of its compute threads (default: 1 on this machine)
+            "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "vLLM default"),
+        },
+        "workload": {
+            "max_tokens": args.max_tokens,
+            "ignore_eos": True,
+            "greedy": True,
+            "rounds": args.rounds,
+            "requests_per_load": "2 x concurrency",
+        },
+        "flops": {
+            "main_params": main_params,
+            "assistants": 2,
+            "assistant_flops_over_main": assistant_share,
+            "target_ratio": target,
+        },
         "summary": summary,
         "runs": runs,
     }

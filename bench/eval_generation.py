@@ -79,10 +79,19 @@ def main() -> None:
 
     report = {
         "model": str(model),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]]},  # fmt: skip
-        "workload": {"questions": len(chats), "split": "forget10", "max_tokens": args.max_tokens, "greedy": True,
-                     "transformers_batch": local.batch_size},  # fmt: skip
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]],
+        },
+        "workload": {
+            "questions": len(chats),
+            "split": "forget10",
+            "max_tokens": args.max_tokens,
+            "greedy": True,
+            "transformers_batch": local.batch_size,
+        },
         "transformers_generate": hf_run,
         "vllm": vllm_runs,
         "speedup": {k: round(v["tokens_per_s"] / hf_run["tokens_per_s"], 2) for k, v in vllm_runs.items()},
@@ -90,8 +99,13 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    logger.info("wrote %s: speed-up %s, identical answers (of %d) %s", args.out, report["speedup"], len(chats),
-                report["identical_answers"])  # fmt: skip
+    logger.info(
+        "wrote %s: speed-up %s, identical answers (of %d) %s",
+        args.out,
+        report["speedup"],
+        len(chats),
+        report["identical_answers"],
+    )
 
 
 if __name__ == "__main__":

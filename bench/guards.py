@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from obliviate.guards.calibrate import calibrate, read_jsonl  # noqa: E402
+from obliviate.guards.calibrate import calibrate  # noqa: E402
 from obliviate.proxy.launcher import ProxyProcess  # noqa: E402
 from obliviate.proxy.models import prepare_bundled_model  # noqa: E402
 from obliviate.proxy.settings import DEFAULT_MODEL_ID, Settings, default_home  # noqa: E402
+from obliviate.unlearn.benchmark_data import tofu_split  # noqa: E402
 
-DATA = Path(os.environ.get("OBLIVIATE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data") / "tofu" / "hf_format"
 ADMIN = "bench-admin"
 
 
@@ -52,15 +52,16 @@ def pct(values: list[float], q: float) -> float:
 
 def detection(retain_every: int) -> dict[str, Any]:
     retain = {
-        "retain90": read_jsonl(DATA / "retain90.jsonl")[::retain_every],
-        "real_authors": read_jsonl(DATA / "real_authors.jsonl"),
-        "world_facts": read_jsonl(DATA / "world_facts.jsonl"),
+        "retain90": tofu_split("retain90")[::retain_every],
+        "real_authors": tofu_split("real_authors"),
+        "world_facts": tofu_split("world_facts"),
     }
     out = {}
     for split in ("forget01", "forget05", "forget10"):
         t0 = time.perf_counter()
-        out[split] = calibrate(read_jsonl(DATA / f"{split}_perturbed.jsonl"), retain,
-                               target_recall=0.95, configured=Settings().guard_semantic_threshold)  # fmt: skip
+        out[split] = calibrate(
+            tofu_split(f"{split}_perturbed"), retain, target_recall=0.95, configured=Settings().guard_semantic_threshold
+        )
         out[split]["seconds"] = round(time.perf_counter() - t0, 1)
         print(split, json.dumps(out[split]["configured"]), flush=True)
     return out
@@ -70,8 +71,13 @@ def run(url: str, questions: list[str], max_tokens: int, headers: dict[str, str]
     lat, overhead, actions = [], [], {}
     with httpx.Client(timeout=600, headers=headers) as client:
         for q in questions:
-            body = {"model": DEFAULT_MODEL_ID, "messages": [{"role": "user", "content": q}],
-                    "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}  # fmt: skip
+            body = {
+                "model": DEFAULT_MODEL_ID,
+                "messages": [{"role": "user", "content": q}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "ignore_eos": True,
+            }
             t0 = time.perf_counter()
             r = client.post(f"{url}/chat/completions", json=body)
             lat.append((time.perf_counter() - t0) * 1000)
@@ -80,8 +86,13 @@ def run(url: str, questions: list[str], max_tokens: int, headers: dict[str, str]
                 overhead.append(float(r.headers["x-obliviate-overhead-ms"]))
             a = r.headers.get("x-obliviate-action", "direct")
             actions[a] = actions.get(a, 0) + 1
-    row: dict[str, Any] = {"requests": len(lat), "latency_p50_ms": pct(lat, 0.5), "latency_p99_ms": pct(lat, 0.99),
-                           "latency_mean_ms": statistics.fmean(lat), "actions": actions}  # fmt: skip
+    row: dict[str, Any] = {
+        "requests": len(lat),
+        "latency_p50_ms": pct(lat, 0.5),
+        "latency_p99_ms": pct(lat, 0.99),
+        "latency_mean_ms": statistics.fmean(lat),
+        "actions": actions,
+    }
     if overhead:
         row |= {"overhead_p50_ms": pct(overhead, 0.5), "overhead_p99_ms": pct(overhead, 0.99)}
     return row
@@ -89,12 +100,13 @@ def run(url: str, questions: list[str], max_tokens: int, headers: dict[str, str]
 
 def overhead(n: int, max_tokens: int) -> dict[str, Any]:
     model = prepare_bundled_model(default_home() / "models" / DEFAULT_MODEL_ID)
-    forget = read_jsonl(DATA / "forget10.jsonl")
-    unrelated = [r["question"] for r in read_jsonl(DATA / "world_facts.jsonl")][:n]
+    forget = tofu_split("forget10")
+    unrelated = [r["question"] for r in tofu_split("world_facts")][:n]
     matched = [r["question"] for r in forget][:: max(1, len(forget) // n)][:n]
     with tempfile.TemporaryDirectory() as home:
-        proxy = ProxyProcess(["--model-path", str(model)], Path(home),
-                             env={"OBLIVIATE_ADMIN_KEY": ADMIN, "OBLIVIATE_API_KEYS": ""}).start()  # fmt: skip
+        proxy = ProxyProcess(
+            ["--model-path", str(model)], Path(home), env={"OBLIVIATE_ADMIN_KEY": ADMIN, "OBLIVIATE_API_KEYS": ""}
+        ).start()
         try:
             auth = {"Authorization": f"Bearer {ADMIN}"}
             body = "\n".join(json.dumps({"question": r["question"], "answer": r["answer"]}) for r in forget)
@@ -114,7 +126,9 @@ def overhead(n: int, max_tokens: int) -> dict[str, Any]:
     for name, rs in rows.items():
         merged[name] = {k: statistics.fmean(r[k] for r in rs) for k in rs[0] if k != "actions"}
         merged[name]["actions"] = rs[-1]["actions"]
-    merged["latency_p50_ratio_pass_vs_direct"] = merged["proxy_pass"]["latency_p50_ms"] / merged["direct"]["latency_p50_ms"]
+    merged["latency_p50_ratio_pass_vs_direct"] = (
+        merged["proxy_pass"]["latency_p50_ms"] / merged["direct"]["latency_p50_ms"]
+    )
     return merged
 
 

@@ -32,10 +32,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from obliviate.index.service import EntryIn, ForgetIndex, IndexConfig  # noqa: E402
+from obliviate.index.entry import EntryIn  # noqa: E402
+from obliviate.index.service import ForgetIndex, IndexConfig  # noqa: E402
 from obliviate.index.store import NewEntry  # noqa: E402
+from obliviate.unlearn.benchmark_data import tofu_split  # noqa: E402
 
-DATA = REPO_ROOT.parent / "shared" / "data" / "tofu" / "hf_format"
 RESULTS = REPO_ROOT / "bench" / "results" / "index.json"
 
 
@@ -44,8 +45,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 def stats_ms(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": pct(values, 50), "p99_ms": pct(values, 99), "mean_ms": round(float(np.mean(values)) * 1000, 3),
-            "n": len(values)}  # fmt: skip
+    return {
+        "p50_ms": pct(values, 50),
+        "p99_ms": pct(values, 99),
+        "mean_ms": round(float(np.mean(values)) * 1000, 3),
+        "n": len(values),
+    }
 
 
 def rss() -> int:
@@ -54,7 +59,7 @@ def rss() -> int:
 
 def load_texts() -> tuple[list[str], list[str]]:
     """(base texts to embed, query texts): TOFU QA pairs and held-out questions."""
-    full = [json.loads(line) for line in (DATA / "full.jsonl").read_text().splitlines() if line.strip()]
+    full = tofu_split("full")
     base = [f"{r['question']} {r['answer']}" for r in full[:1000]]
     queries = [r["question"] for r in full[1000:1200]]
     return base, queries
@@ -73,7 +78,11 @@ def populate(ix: ForgetIndex, n: int, base_vecs: np.ndarray, rng: np.random.Gene
         for j in range(m):
             i = start + j
             text = f"Synthetic forget-set entry {i}: a fact about fictional author number {i} " + "x" * 120
-            items.append(NewEntry(text=text, content_hash=f"sha256:bench-{i}", chunks=[text], vectors=vecs[j : j + 1]))
+            items.append(
+                NewEntry(
+                    entry=EntryIn(text=text), content_hash=f"sha256:bench-{i}", chunks=[text], vectors=vecs[j : j + 1]
+                )
+            )
         ix.store.add_entries(items, actor="bench")
 
 
@@ -82,8 +91,12 @@ def bench_size(
 ) -> dict[str, Any]:
     rng = np.random.default_rng(n)
     home = tmp / f"n{n}"
-    cfg = IndexConfig(db_path=home / "forget.db", snapshot_path=home / "forget.snapshot", snapshot_interval_s=0,
-                      preload_embedder=False)  # fmt: skip
+    cfg = IndexConfig(
+        db_path=home / "forget.db",
+        snapshot_path=home / "forget.snapshot",
+        snapshot_interval_s=0,
+        preload_embedder=False,
+    )
     out: dict[str, Any] = {"entries": n}
 
     # Populate the store (the index is started empty, then stopped without a snapshot of the bulk).
@@ -229,8 +242,12 @@ def main() -> int:
 
     result: dict[str, Any] = {
         "benchmark": "forget-set index (bench/index.py)",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]},  # fmt: skip
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
         "method": (
             "Bulk entries are synthesized: 1000 real TOFU QA texts are embedded with the real embedder and each "
             "bulk entry's vector is one of them plus Gaussian noise (sd 0.6/sqrt(dim)), renormalized; they are "

@@ -84,8 +84,11 @@ async def run_load(base_url: str, concurrency: int, requests: int, stream: bool,
                 body = {
                     "model": DEFAULT_MODEL_ID,
                     "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-                    "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": stream,
-                }  # fmt: skip
+                    "max_tokens": max_tokens,
+                    "temperature": 0,
+                    "ignore_eos": True,
+                    "stream": stream,
+                }
                 if stream:
                     body["stream_options"] = {"include_usage": True}
                 results.append(await one_request(client, url, body))
@@ -93,8 +96,13 @@ async def run_load(base_url: str, concurrency: int, requests: int, stream: bool,
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return {"latencies": [r[0] for r in results], "ttfb": [r[1] for r in results],
-            "tokens": sum(r[2] for r in results), "wall_s": wall, "requests": len(results)}  # fmt: skip
+    return {
+        "latencies": [r[0] for r in results],
+        "ttfb": [r[1] for r in results],
+        "tokens": sum(r[2] for r in results),
+        "wall_s": wall,
+        "requests": len(results),
+    }
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -124,12 +132,17 @@ async def bench(direct: str, proxied: str, args: argparse.Namespace) -> list[dic
                 runs["proxy"].append(await run_load(proxied, concurrency, n, stream, args.max_tokens))
             d, p = summarize(runs["direct"]), summarize(runs["proxy"])
             row = {
-                "concurrency": concurrency, "stream": stream, "direct": d, "proxy": p,
+                "concurrency": concurrency,
+                "stream": stream,
+                "direct": d,
+                "proxy": p,
                 "latency_p50_ratio": p["latency_p50_ms"] / d["latency_p50_ms"],
                 "latency_p99_ratio": p["latency_p99_ms"] / d["latency_p99_ms"],
                 "throughput_ratio": p["throughput_rps"] / d["throughput_rps"],
-            }  # fmt: skip
-            print(json.dumps({k: v for k, v in row.items() if "ratio" in k or k in ("concurrency", "stream")}), flush=True)
+            }
+            print(
+                json.dumps({k: v for k, v in row.items() if "ratio" in k or k in ("concurrency", "stream")}), flush=True
+            )
             out.append(row)
     return out
 
@@ -145,8 +158,9 @@ def main() -> None:
 
     model = prepare_bundled_model(default_home() / "models" / DEFAULT_MODEL_ID)
     with tempfile.TemporaryDirectory() as home:
-        proxy = ProxyProcess(["--model-path", str(model)], Path(home),
-                             env={"OBLIVIATE_API_KEYS": "", "OBLIVIATE_ADMIN_KEY": ""}).start()  # fmt: skip
+        proxy = ProxyProcess(
+            ["--model-path", str(model)], Path(home), env={"OBLIVIATE_API_KEYS": "", "OBLIVIATE_ADMIN_KEY": ""}
+        ).start()
         try:
             rows = asyncio.run(bench(proxy.engine_url(), proxy.base_url, args))
         finally:
@@ -154,13 +168,20 @@ def main() -> None:
     result = {
         "benchmark": "proxy overhead vs direct vLLM (pass-through)",
         "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
-        "model": DEFAULT_MODEL_ID, "engine": "embedded vLLM (CPU, float32, enforce-eager)",
-        "workload": {"max_tokens": args.max_tokens, "ignore_eos": True, "temperature": 0,
-                     "rounds": args.rounds, "requests_c1": args.requests_c1, "requests_c16": args.requests_c16},
+        "model": DEFAULT_MODEL_ID,
+        "engine": "embedded vLLM (CPU, float32, enforce-eager)",
+        "workload": {
+            "max_tokens": args.max_tokens,
+            "ignore_eos": True,
+            "temperature": 0,
+            "rounds": args.rounds,
+            "requests_c1": args.requests_c1,
+            "requests_c16": args.requests_c16,
+        },
         "targets": {"latency_ratio_max": 1.02, "throughput_ratio_min": 0.98},
         "results": rows,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }  # fmt: skip
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 from obliviate.proxy.models import prepare_bundled_model  # noqa: E402
 from obliviate.proxy.settings import DEFAULT_MODEL_ID, default_home  # noqa: E402
 from obliviate.unlearn import data, pipeline  # noqa: E402
+from obliviate.unlearn.benchmark_data import tofu_path  # noqa: E402
 from obliviate.unlearn.evaluate import answer_nll  # noqa: E402
 from obliviate.unlearn.methods import NPO  # noqa: E402
 from obliviate.unlearn.models import load_model  # noqa: E402
@@ -39,8 +40,10 @@ EVAL_EXAMPLES = 64
 def nll_of(model_dir: Path, forget: list[data.QAPair], retain: list[data.QAPair]) -> dict[str, float]:
     model, tokenizer = load_model(model_dir, torch.device("cpu"))
     encode = lambda pairs: data.encode_all(tokenizer, pairs)  # noqa: E731
-    return {"forget_nll": answer_nll(model, encode(forget), tokenizer.pad_token_id),
-            "retain_nll": answer_nll(model, encode(retain), tokenizer.pad_token_id)}  # fmt: skip
+    return {
+        "forget_nll": answer_nll(model, encode(forget), tokenizer.pad_token_id),
+        "retain_nll": answer_nll(model, encode(retain), tokenizer.pad_token_id),
+    }
 
 
 def pipeline_steps(config: TrainConfig, forget_examples: int) -> int:
@@ -60,7 +63,7 @@ def main() -> None:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     model_dir = prepare_bundled_model(default_home() / "models" / DEFAULT_MODEL_ID)
-    forget_file, retain_file = data.tofu_split(args.forget), data.tofu_split(args.retain)
+    forget_file, retain_file = tofu_path(args.forget), tofu_path(args.retain)
     forget_eval = data.read_qa_jsonl(forget_file, EVAL_EXAMPLES)
     retain_eval = data.read_qa_jsonl(retain_file)[-EVAL_EXAMPLES:]  # authors unlike the first ones trained on
     before = nll_of(model_dir, forget_eval, retain_eval)
@@ -81,7 +84,9 @@ def main() -> None:
     report = {
         "benchmark": "NPO unlearning wall time (TOFU)",
         "model": DEFAULT_MODEL_ID,
-        "forget": args.forget, "retain": args.retain, "forget_examples": forget_examples,
+        "forget": args.forget,
+        "retain": args.retain,
+        "forget_examples": forget_examples,
         "method": {"name": method.name, **pipeline.hyperparameters(method)},
         "train": {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"},
         "wall_seconds": round(wall, 1),
@@ -95,15 +100,22 @@ def main() -> None:
         # On a subset: the full set's wall time at the measured seconds per step (plus the same overhead).
         "full_set_optimizer_steps": full_steps,
         "full_set_wall_seconds_estimate": round(wall - result.seconds + result.seconds / result.steps * full_steps, 1),
-        "nll_before": before, "nll_after": after, "nll_eval_examples": EVAL_EXAMPLES,
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": "cpu",
-                    "platform": platform.platform(), "torch": torch.__version__,
-                    "load_average_before": [round(x, 2) for x in load_before],
-                    "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "nll_before": before,
+        "nll_after": after,
+        "nll_eval_examples": EVAL_EXAMPLES,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "device": "cpu",
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        },
         "notes": "wall_seconds covers loading, encoding, training (forget + reference + retain forward/backward) "
-                 "and saving; the machine is shared, so the load averages are recorded. "
-                 "open-unlearning trains 10 epochs on GPU; this is the CLI default budget.",
-    }  # fmt: skip
+        "and saving; the machine is shared, so the load averages are recorded. "
+        "open-unlearning trains 10 epochs on GPU; this is the CLI default budget.",
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     logging.getLogger("bench.unlearn").info("wrote %s: %.1f s wall", args.out, wall)

@@ -1,11 +1,11 @@
 """``obliviate eval ...``, ``obliviate report`` and ``obliviate tofu-report``.
 
-    obliviate eval tofu --split forget01 --system hf:DIR --out OUT [--retain-logs DIR] [--limit N]
-    obliviate eval tofu --split forget01 --system http://127.0.0.1:8000/v1 --policy suppress --out OUT
-    obliviate eval muse-news --system ... --out OUT
-    obliviate eval attacks --split forget01 --system ... --out OUT
-    obliviate report OUT1 OUT2 ... --out REPORT_DIR
-    obliviate tofu-report --profile quick --out DIR     (what ``make tofu-report`` runs)
+obliviate eval tofu --split forget01 --system hf:DIR --out OUT [--retain-logs DIR] [--limit N]
+obliviate eval tofu --split forget01 --system http://127.0.0.1:8000/v1 --policy suppress --out OUT
+obliviate eval muse-news --system ... --out OUT
+obliviate eval attacks --split forget01 --system ... --out OUT
+obliviate report OUT1 OUT2 ... --out REPORT_DIR
+obliviate tofu-report --profile quick --out DIR     (what ``make tofu-report`` runs)
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import logging
 import sys
 from pathlib import Path
 
-SPLITS = ["forget01", "forget05", "forget10"]
+from obliviate.unlearn.benchmark_data import TOFU_FORGET_SPLITS
+
+SPLITS = TOFU_FORGET_SPLITS
 
 
 def _positive_int(value: str) -> int:
@@ -28,18 +30,26 @@ def _positive_int(value: str) -> int:
 
 def _add_system_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("system under test")
-    group.add_argument("--system", required=True,
-                       help="hf:PATH (a local HF model folder, generating with transformers), vllm:PATH (the same, generating "
-                       "on the real vLLM) or an OpenAI-compatible base URL ending in /v1")  # fmt: skip
+    group.add_argument(
+        "--system",
+        required=True,
+        help="hf:PATH (a local HF model folder, generating with transformers), vllm:PATH (the same, generating "
+        "on the real vLLM) or an OpenAI-compatible base URL ending in /v1",
+    )
     group.add_argument("--name", help="name in the report (default: folder name, or proxy-<policy>)")
     group.add_argument("--model", help="endpoint: model id (default smollm2-135m-instruct)")
     group.add_argument("--api-key", help="endpoint: client key (default $OBLIVIATE_API_KEY, else the admin key)")
     group.add_argument("--admin-key", help="endpoint: admin key for /admin/score (default $OBLIVIATE_ADMIN_KEY)")
-    group.add_argument("--policy", help="endpoint: the proxy's actions on a match for these requests, e.g. "
-                       "refuse, rewrite, suppress, rewrite+suppress, contrastive, pass (admin key)")  # fmt: skip
-    group.add_argument("--output-guard", choices=["all", "matched", "off"],
-                       help="endpoint: the proxy's output guard mode for these requests (admin key; default: "
-                       "the proxy's setting)")  # fmt: skip
+    group.add_argument(
+        "--policy",
+        help="endpoint: the proxy's actions on a match for these requests, e.g. "
+        "refuse, rewrite, suppress, rewrite+suppress, contrastive, pass (admin key)",
+    )
+    group.add_argument(
+        "--output-guard",
+        choices=["all", "matched", "off"],
+        help="endpoint: the proxy's output guard mode for these requests (admin key; default: the proxy's setting)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     parser.add_argument("--limit", type=_positive_int, help="only the first N items of each split (quick runs)")
     parser.add_argument("--max-tokens", type=_positive_int, help="generation length (default: the benchmark's)")
@@ -49,8 +59,15 @@ def _spec(args: argparse.Namespace):
     """The system spec, checked before anything heavy is imported or loaded."""
     from obliviate.evals.systems.spec import SystemSpec
 
-    spec = SystemSpec(args.system, name=args.name, model=args.model, api_key=args.api_key,
-                      admin_key=args.admin_key, policy=args.policy, output_guard=args.output_guard)  # fmt: skip
+    spec = SystemSpec(
+        args.system,
+        name=args.name,
+        model=args.model,
+        api_key=args.api_key,
+        admin_key=args.admin_key,
+        policy=args.policy,
+        output_guard=args.output_guard,
+    )
     try:
         spec.validate()
     except ValueError as exc:
@@ -70,7 +87,7 @@ def _configure_logging() -> None:
 
 
 def _prepare() -> None:
-    from obliviate.proxy.models import set_offline_env
+    from obliviate.guards.offline import set_offline_env
 
     _configure_logging()
     set_offline_env()
@@ -144,9 +161,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_tofu_report(args: argparse.Namespace) -> int:
     from obliviate.evals import pipeline
+    from obliviate.evals.profiles import PROFILES
 
     _prepare()
-    path = pipeline.run(args.out, pipeline.PROFILES[args.profile], folder_generation=args.folder_generation)
+    path = pipeline.run(args.out, PROFILES[args.profile], folder_generation=args.folder_generation)
     print(path)
     return 0
 
@@ -158,13 +176,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     tofu = esub.add_parser("tofu", help="TOFU metrics (open-unlearning definitions) -> TOFU_EVAL/SUMMARY.json")
     tofu.add_argument("--split", choices=SPLITS, default="forget10")
     _add_system_flags(tofu)
-    tofu.add_argument("--retain-logs", type=Path,
-                      help="folder with the retain model's TOFU_EVAL.json on this split (for forget quality)")  # fmt: skip
+    tofu.add_argument(
+        "--retain-logs",
+        type=Path,
+        help="folder with the retain model's TOFU_EVAL.json on this split (for forget quality)",
+    )
     tofu.set_defaults(func=cmd_eval_tofu, parser=tofu)
 
     muse = esub.add_parser("muse-news", help="MUSE-News KnowMem, VerbMem, PrivLeak -> MUSE_EVAL/SUMMARY.json")
     _add_system_flags(muse)
-    muse.add_argument("--retrain-logs", type=Path, help="folder with the retrained model's MUSE_EVAL.json (for privleak)")
+    muse.add_argument(
+        "--retrain-logs", type=Path, help="folder with the retrained model's MUSE_EVAL.json (for privleak)"
+    )
     muse.set_defaults(func=cmd_eval_muse, parser=muse)
 
     att = esub.add_parser("attacks", help="leak rate under the attack suite -> ATTACKS.json")
@@ -180,15 +203,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--title", default="Obliviate evaluation report")
     rep.set_defaults(func=cmd_report, parser=rep)
 
-    from obliviate.evals.pipeline import PROFILES
+    from obliviate.evals.profiles import PROFILES
 
-    pipe = sub.add_parser("tofu-report", help="train the target, retain and unlearned models, evaluate every "
-                          "system (weight-level and proxy modes) and write the report; resumable")  # fmt: skip
+    pipe = sub.add_parser(
+        "tofu-report",
+        help="train the target, retain and unlearned models, evaluate every "
+        "system (weight-level and proxy modes) and write the report; resumable",
+    )
     pipe.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    pipe.add_argument("--out", type=Path, required=True, help="work folder (models, evaluations, report); reused on rerun")
-    pipe.add_argument("--folder-generation", choices=["vllm", "transformers"],
-                      help="how the model-folder systems generate: the real vLLM (default of the full profile) or "
-                      "transformers generate (default of the quick profile)")  # fmt: skip
+    pipe.add_argument(
+        "--out", type=Path, required=True, help="work folder (models, evaluations, report); reused on rerun"
+    )
+    pipe.add_argument(
+        "--folder-generation",
+        choices=["vllm", "transformers"],
+        help="how the model-folder systems generate: the real vLLM (default of the full profile) or "
+        "transformers generate (default of the quick profile)",
+    )
     pipe.set_defaults(func=cmd_tofu_report, parser=pipe)
 
 

@@ -111,8 +111,13 @@ def run_muse_news(
         holdout_items = [raw_text_item(t) for t in holdout_texts]
         f_scored = score(system, forget_items, score_actions, prog, "privleak forget", vocab_stats=True)
         h_scored = score(system, holdout_items, score_actions, prog, "privleak holdout", vocab_stats=True)
-        results |= mia_results(f_scored, [i.answer for i in forget_items], h_scored, [i.answer for i in holdout_items],
-                               drop_last_for_loss=True)  # fmt: skip
+        results |= mia_results(
+            f_scored,
+            [i.answer for i in forget_items],
+            h_scored,
+            [i.answer for i in holdout_items],
+            drop_last_for_loss=True,
+        )
         auc = results[muse.PRIVLEAK_ATTACK].get("agg_value")
         if auc is None:
             na["privleak"] = results[muse.PRIVLEAK_ATTACK]["not_applicable"]
@@ -131,11 +136,17 @@ def run_muse_news(
     if "privleak" in results and results["privleak"].get("agg_value") is None:
         not_app.setdefault("privleak", results["privleak"]["not_applicable"])
     results[RUN_KEY] = run_record(
-        system, "MUSE-News", limit=limit, counts=counts, wall_s=prog.elapsed,
+        system,
+        "MUSE-News",
+        limit=limit,
+        counts=counts,
+        wall_s=prog.elapsed,
         max_tokens={"knowmem": muse.KNOWMEM_MAX_NEW_TOKENS, "verbmem": muse.VERBMEM_MAX_NEW_TOKENS},
-        generation_actions=dict(gen_actions), scoring_actions=dict(score_actions),
-        not_applicable=[f"{name} ({reason})" for name, reason in sorted(not_app.items())], notes=notes,
-    )  # fmt: skip
+        generation_actions=dict(gen_actions),
+        scoring_actions=dict(score_actions),
+        not_applicable=[f"{name} ({reason})" for name, reason in sorted(not_app.items())],
+        notes=notes,
+    )
     return results
 
 

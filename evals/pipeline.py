@@ -14,203 +14,80 @@ resumes too and loses minutes, not hours:
 3. ``unlearn-<method>``: GA, GradDiff, NPO, SimNPO and RMU run on the target with the forget split.
 4. ``eval-<system>``: TOFU metrics, the attack suite and decoding throughput of each system: the
    retain model (first: the others' forget quality needs its truth ratios), the target, each
-   weight-level method's output (generating as ``FOLDER_GENERATION`` says), and the proxy serving the target on the real embedded vLLM in
-   each mode (``PROXY_MODES``: pass-through, refuse, rewrite, suppress, contrastive against the NPO
-   model as the unlearned assistant, and the full stack), with the forget split as its forget set.
+   weight-level method's output (generating as ``FOLDER_GENERATION`` says), and the proxy serving the
+   target on the real embedded vLLM in each mode (``PROXY_MODES``: pass-through, refuse, rewrite,
+   suppress, contrastive against the NPO model as the unlearned assistant, and the full stack), with
+   the forget split as its forget set.
 5. ``report``: ``report/REPORT.md`` and the plots.
 
-The ``quick`` profile (what CI runs) uses forget01, small subsets and a few optimizer steps: it
-checks that every stage works, not what the methods achieve. ``full`` is the real experiment;
-``small`` is a reduced real one that fits a single sitting on a 2-core CPU.
+The profiles (what each run trains and evaluates) are in :mod:`obliviate.evals.profiles`, the stage
+cache in :mod:`obliviate.evals.stages`; this module is the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import logging
 import os
 import secrets
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from obliviate.evals.profiles import CONTRASTIVE_ASSISTANT, EVAL_CONCURRENCY, FOLDER_GENERATION, PROXY_MODES, Profile
 from obliviate.evals.provenance import git_commit
+from obliviate.evals.stages import Stage, digest
+from obliviate.unlearn.benchmark_data import TOFU_RETAIN_SPLIT, tofu_path
 from obliviate.unlearn.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-STAGE_RECORD = "stage.json"
-RETAIN_SPLIT = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
-HOLDOUT_SPLIT = {"forget01": "holdout01", "forget05": "holdout05", "forget10": "holdout10"}
-METHODS = ("ga", "graddiff", "npo", "simnpo", "rmu")
-# The proxy's modes, one system each: mode -> (actions when the guard matches, output guard mode).
-# Each single action runs with the output guard off so that its own effect is measured; "pass" is
-# the served target through the whole HTTP path with no intervention at all; "full" is every guard
-# stacked (the prompt-side actions plus the output guard on every response).
-PROXY_MODES: dict[str, tuple[str, str]] = {
-    "pass": ("pass", "off"),
-    "refuse": ("refuse", "off"),
-    "rewrite": ("rewrite", "off"),
-    "suppress": ("suppress", "off"),
-    "contrastive": ("contrastive", "off"),
-    "full": ("rewrite+suppress+contrastive", "all"),
-}
-CONTRASTIVE_ASSISTANT = "npo"  # the weight-unlearned assistant of the contrastive mode
-# How the model-folder systems generate: "vllm" (evals.systems.served: the real vLLM behind the
-# proxy with nothing to forget, as the proxy systems generate; several times the throughput of
-# batched transformers generate on the full profile's 200-token answers) or "transformers"
-# (in-process generate, no server start per system: what the quick profile uses). Kept out of
-# Profile so that changing it never invalidates a trained model; it is part of each folder
-# evaluation's stage configuration.
-FOLDER_GENERATION = {"quick": "transformers", "small": "vllm", "full": "vllm"}
-EVAL_CONCURRENCY = 32  # requests in flight to a served folder or the proxy (vLLM batches them)
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    split: str  # the forget split (unlearned, evaluated, and the proxy's forget set)
-    retain_rows: int | None  # rows of the retain split to train on (None: all)
-    finetune_epochs: float
-    finetune_max_steps: int | None
-    unlearn_epochs: float
-    unlearn_max_steps: int | None
-    unlearn_forget_limit: int | None
-    eval_limit: int | None  # items per evaluation split
-    max_tokens: int  # TOFU generation length (open-unlearning: 200)
-    attack_limit: int | None
-    attack_max_tokens: int
-    throughput_items: int
-    throughput_max_tokens: int
-    methods: tuple[str, ...] = METHODS
-    proxy_modes: tuple[str, ...] = tuple(PROXY_MODES)
-    batch_size: int = 4
-    grad_accum: int = 4
-    finetune_lr: float = TrainConfig.learning_rate
-    unlearn_lr: float = TrainConfig.learning_rate
-
-    def config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-PROFILES: dict[str, Profile] = {
-    # Every stage on a small slice: minutes on a 2-core CPU. Checks the machinery, not the science.
-    "quick": Profile(
-        name="quick", split="forget01", retain_rows=40,
-        finetune_epochs=1.0, finetune_max_steps=4, unlearn_epochs=1.0, unlearn_max_steps=2,
-        unlearn_forget_limit=8, eval_limit=4, max_tokens=24, attack_limit=2, attack_max_tokens=24,
-        throughput_items=4, throughput_max_tokens=16, batch_size=4, grad_accum=1,
-    ),  # fmt: skip
-    # The largest real experiment that fits one ~1.5 h sitting on a 2-core CPU (the full one takes
-    # days): forget01 (2 authors) on a target that also learns the first 200 retain99 rows (10
-    # authors, which hold the first 200 retain evaluation items), 5 fine-tuning epochs at a learning
-    # rate high enough to memorize in 75 steps, 5 unlearning epochs per method, 20 items per
-    # evaluation split at open-unlearning's 200 tokens, the attack suite on 4 forget records.
-    # Hyperparameters were chosen to fit the sitting, not tuned.
-    "small": Profile(
-        name="small", split="forget01", retain_rows=200,
-        finetune_epochs=5.0, finetune_max_steps=None, unlearn_epochs=5.0, unlearn_max_steps=None,
-        unlearn_forget_limit=None, eval_limit=20, max_tokens=200, attack_limit=4, attack_max_tokens=128,
-        throughput_items=8, throughput_max_tokens=64, finetune_lr=1e-4, unlearn_lr=5e-5,
-    ),  # fmt: skip
-    # The experiment: TOFU full / retain90 fine-tuning (5 epochs, as TOFU's targets), forget10
-    # unlearning (open-unlearning's 10 epochs), the whole TOFU evaluation at 200 tokens; the attack
-    # suite on the first 100 forget10 records (10 authors, ~1,000 attack prompts per system).
-    "full": Profile(
-        name="full", split="forget10", retain_rows=None,
-        finetune_epochs=5.0, finetune_max_steps=None, unlearn_epochs=10.0, unlearn_max_steps=None,
-        unlearn_forget_limit=None, eval_limit=None, max_tokens=200, attack_limit=100, attack_max_tokens=128,
-        throughput_items=32, throughput_max_tokens=64,
-    ),  # fmt: skip
-}
-
 
 # data --------------------------------------------------------------------------------------------
-def data_dir() -> Path:
-    return Path(os.environ.get("OBLIVIATE_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
-
-
-def tofu_file(split: str) -> Path:
-    path = data_dir() / "tofu" / "hf_format" / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: TOFU data is read from ../shared/data (or $OBLIVIATE_DATA_DIR)")
-    return path
-
-
 def _rows(split: str, limit: int | None = None) -> list[str]:
-    lines = [line for line in tofu_file(split).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The split's lines as they are in the file (the training files copy them unchanged)."""
+    path = tofu_path(split)
+    if not path.is_file():
+        raise FileNotFoundError(f"no TOFU split {split!r} at {path} (set OBLIVIATE_DATA_DIR)")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return lines[:limit] if limit is not None else lines
-
-
-# stage cache -------------------------------------------------------------------------------------
-def _digest(config: Any) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@dataclass
-class Stage:
-    name: str
-    folder: Path
-    config: dict[str, Any]
-
-    @property
-    def record_path(self) -> Path:
-        return self.folder / STAGE_RECORD
-
-    def record(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.record_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-
-    def done(self) -> bool:
-        record = self.record()
-        return record is not None and record.get("digest") == _digest(self.config)
-
-    def run(self, work: Callable[[Path], dict[str, Any] | None]) -> dict[str, Any]:
-        if self.done():
-            logger.info("stage %s: cached", self.name)
-            return self.record() or {}
-        if self.folder.exists():  # a stale or interrupted attempt
-            shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True)
-        logger.info("stage %s: running", self.name)
-        start = time.monotonic()
-        extra = work(self.folder) or {}
-        record = {"stage": self.name, "digest": _digest(self.config), "config": self.config,
-                  "seconds": round(time.monotonic() - start, 1), **extra}  # fmt: skip
-        self.record_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
-        return record
 
 
 # the run -----------------------------------------------------------------------------------------
 class Run:
-    def __init__(self, out: Path, profile: Profile, checkpoint_every_s: float = 600.0,
-                 folder_generation: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        out: Path,
+        profile: Profile,
+        checkpoint_every_s: float = 600.0,
+        folder_generation: str | None = None,
+        base_model: Path | None = None,
+    ) -> None:
         self.out = Path(out)
         self.profile = profile
+        self.base_model = base_model  # None: the bundled model (a test gives a tiny random one)
         self.folder_generation = folder_generation or FOLDER_GENERATION.get(profile.name, "transformers")
         if self.folder_generation not in ("vllm", "transformers"):
             raise ValueError(f"folder_generation must be 'vllm' or 'transformers', got {self.folder_generation!r}")
         self.checkpoint_every_s = checkpoint_every_s
         self.records: dict[str, dict[str, Any]] = {}
-        self.retain_split = RETAIN_SPLIT[profile.split]
+        self.retain_split = TOFU_RETAIN_SPLIT[profile.split]
 
-    def stage(self, name: str, folder: Path, config: dict[str, Any], work: Callable[[Path], dict[str, Any] | None]) -> Path:
+    def stage(
+        self, name: str, folder: Path, config: dict[str, Any], work: Callable[[Path], dict[str, Any] | None]
+    ) -> Path:
         self.records[name] = self._stage(name, folder, config).run(work)
         return folder
 
     def _stage(self, name: str, folder: Path, config: dict[str, Any]) -> Stage:
         return Stage(name, folder, {"profile": self.profile.config(), **config})
 
-    def _eval_stage(self, name: str, config: dict[str, Any], retain_eval: Path | None) -> tuple[str, Path, dict[str, Any]]:
+    def _eval_stage(
+        self, name: str, config: dict[str, Any], retain_eval: Path | None
+    ) -> tuple[str, Path, dict[str, Any]]:
         config = {"system": name, **config, "retain_eval": str(retain_eval) if retain_eval else None}
         return f"eval-{name}", self.out / "evals" / name, config
 
@@ -225,12 +102,19 @@ class Run:
             (folder / "forget.jsonl").write_text("\n".join(forget) + "\n", encoding="utf-8")
             return {"rows": {"target": len(retain) + len(forget), "retain": len(retain), "forget": len(forget)}}
 
-        return self.stage("data", self.out / "data", {"split": self.profile.split, "retain_split": self.retain_split}, work)
+        return self.stage(
+            "data", self.out / "data", {"split": self.profile.split, "retain_split": self.retain_split}, work
+        )
 
     def _train_config(self, epochs: float, max_steps: int | None, learning_rate: float) -> TrainConfig:
-        return TrainConfig(epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
-                           batch_size=self.profile.batch_size, gradient_accumulation_steps=self.profile.grad_accum,
-                           progress=False)  # fmt: skip
+        return TrainConfig(
+            epochs=epochs,
+            max_steps=max_steps,
+            learning_rate=learning_rate,
+            batch_size=self.profile.batch_size,
+            gradient_accumulation_steps=self.profile.grad_accum,
+            progress=False,
+        )
 
     def finetuned(self, name: str, data_file: Path, base: Path) -> Path:
         from obliviate.unlearn import pipeline as train_pipeline
@@ -243,8 +127,10 @@ class Run:
         def work(folder: Path) -> dict[str, Any]:
             checkpoint = self._checkpointing(name, stage_config)
             result = train_pipeline.finetune(base, data_file, folder / "model", config, checkpoint=checkpoint)
-            return {"train": result.to_dict() | {"history": None},
-                    "earlier_sittings_s": round(result.resumed_seconds, 1)}  # fmt: skip
+            return {
+                "train": result.to_dict() | {"history": None},
+                "earlier_sittings_s": round(result.resumed_seconds, 1),
+            }
 
         self.stage(name, self.out / "models" / name, stage_config, work)
         return self.out / "models" / name / "model"
@@ -258,16 +144,31 @@ class Run:
         limits = train_pipeline.DataLimits(forget=self.profile.unlearn_forget_limit)
         name = f"unlearn-{method_name}"
 
-        stage_config = {"target": str(target), "method": method_name, "train": dataclasses.asdict(config),
-                        "limits": dataclasses.asdict(limits)}  # fmt: skip
+        stage_config = {
+            "target": str(target),
+            "method": method_name,
+            "train": dataclasses.asdict(config),
+            "limits": dataclasses.asdict(limits),
+        }
 
         def work(folder: Path) -> dict[str, Any]:
             method = UNLEARNING_METHODS[method_name]()
             retain = data / "retain.jsonl" if method.uses_retain else None
-            result = train_pipeline.unlearn(method, target, data / "forget.jsonl", retain, folder / "model", config,
-                                            None, limits, checkpoint=self._checkpointing(name, stage_config))  # fmt: skip
-            return {"train": result.to_dict() | {"history": None},
-                    "earlier_sittings_s": round(result.resumed_seconds, 1)}  # fmt: skip
+            result = train_pipeline.unlearn(
+                method,
+                target,
+                data / "forget.jsonl",
+                retain,
+                folder / "model",
+                config,
+                None,
+                limits,
+                checkpoint=self._checkpointing(name, stage_config),
+            )
+            return {
+                "train": result.to_dict() | {"history": None},
+                "earlier_sittings_s": round(result.resumed_seconds, 1),
+            }
 
         self.stage(name, self.out / "models" / method_name, stage_config, work)
         return self.out / "models" / method_name / "model"
@@ -275,7 +176,7 @@ class Run:
     def _resume_folder(self, name: str, config: dict[str, Any]) -> Path:
         """Where a stage keeps what it has done while it runs (outside the stage's folder, which a new
         attempt clears; named by the stage's digest so another configuration starts over)."""
-        return self.out / "checkpoints" / f"{name}-{_digest(self._stage(name, self.out, config).config)}"
+        return self.out / "checkpoints" / f"{name}-{digest(self._stage(name, self.out, config).config)}"
 
     def _checkpointing(self, name: str, config: dict[str, Any]) -> Any:
         """A training stage's checkpoints (in :meth:`_resume_folder`)."""
@@ -284,8 +185,14 @@ class Run:
         return Checkpointing(self._resume_folder(name, config), every_s=self.checkpoint_every_s)
 
     # evaluation -----------------------------------------------------------------------------------
-    def evaluate(self, name: str, system_factory: Callable[[], Any], config: dict[str, Any],
-                 retain_eval: Path | None, tokenizer_dir: Path) -> Path:  # fmt: skip
+    def evaluate(
+        self,
+        name: str,
+        system_factory: Callable[[], Any],
+        config: dict[str, Any],
+        retain_eval: Path | None,
+        tokenizer_dir: Path,
+    ) -> Path:
         from obliviate.evals import attacks, tofu_run
         from obliviate.evals.logs import read_eval
         from obliviate.evals.systems.cached import CachedSystem
@@ -301,18 +208,30 @@ class Run:
             try:  # TOFU and the attacks resume from the results an interrupted attempt kept
                 kept = CachedSystem(system, results_file)
                 retain_logs = read_eval(retain_eval, "TOFU") if retain_eval is not None else None
-                results = tofu_run.run_tofu(kept, p.split, limit=p.eval_limit, retain_logs=retain_logs,
-                                            max_tokens=p.max_tokens)  # fmt: skip
+                results = tofu_run.run_tofu(
+                    kept, p.split, limit=p.eval_limit, retain_logs=retain_logs, max_tokens=p.max_tokens
+                )
                 tofu_run.write_tofu(folder, results)
                 attack_result = attacks.run_attacks(kept, p.split, limit=p.attack_limit, max_tokens=p.attack_max_tokens)
                 attacks.write_attacks(folder, attack_result)
-                write_throughput(folder, measure_workloads(system, retain_split=self.retain_split, forget_split=p.split,
-                                                           items=p.throughput_items, max_tokens=p.throughput_max_tokens,
-                                                           tokenizer_dir=tokenizer_dir))  # fmt: skip
+                write_throughput(
+                    folder,
+                    measure_workloads(
+                        system,
+                        retain_split=self.retain_split,
+                        forget_split=p.split,
+                        items=p.throughput_items,
+                        max_tokens=p.throughput_max_tokens,
+                        tokenizer_dir=tokenizer_dir,
+                    ),
+                )
             finally:
                 system.close()
-            return {"results_reused": kept.reused, "results_computed": kept.computed,
-                    "earlier_sittings_s": round(kept.reused_seconds, 1)}  # fmt: skip
+            return {
+                "results_reused": kept.reused,
+                "results_computed": kept.computed,
+                "earlier_sittings_s": round(kept.reused_seconds, 1),
+            }
 
         done = self.stage(stage_name, folder, stage_config, work)
         shutil.rmtree(results_file.parent, ignore_errors=True)
@@ -328,16 +247,25 @@ class Run:
             factory = functools.partial(ServedFolderSystem, model, name=name, concurrency=EVAL_CONCURRENCY)
         else:
             config, factory = {"generation": "transformers"}, functools.partial(HFSystem, model, name=name)
-        return self.evaluate(name, factory, {"model": str(model), "trained": record.get("digest"), **config},
-                             retain_eval, model)  # fmt: skip
+        return self.evaluate(
+            name, factory, {"model": str(model), "trained": record.get("digest"), **config}, retain_eval, model
+        )
 
     def evaluate_proxy(self, target: Path, assistant: Path | None, forget_file: Path, retain_eval: Path) -> list[Path]:
         modes = {mode: PROXY_MODES[mode] for mode in self.profile.proxy_modes}
         names = {mode: f"proxy-{mode}" for mode in modes}
         target_digest = (self.records.get("target") or {}).get("digest")
-        configs = {mode: {"model": str(target), "trained": target_digest, "policy": policy, "output_guard": guard,
-                          "assistant": str(assistant) if assistant else None, "concurrency": EVAL_CONCURRENCY}
-                   for mode, (policy, guard) in modes.items()}  # fmt: skip
+        configs = {
+            mode: {
+                "model": str(target),
+                "trained": target_digest,
+                "policy": policy,
+                "output_guard": guard,
+                "assistant": str(assistant) if assistant else None,
+                "concurrency": EVAL_CONCURRENCY,
+            }
+            for mode, (policy, guard) in modes.items()
+        }
         stages = {mode: self._eval_stage(names[mode], configs[mode], retain_eval) for mode in modes}
         if all(self._stage(*stages[mode]).done() for mode in modes):  # no need to start the proxy
             return [self.evaluate(names[mode], _unreachable, configs[mode], retain_eval, target) for mode in modes]
@@ -345,11 +273,25 @@ class Run:
 
         with served_proxy(self.out / "proxy", target, assistant, forget_file) as proxy:
             return [
-                self.evaluate(names[mode], functools.partial(EndpointSystem, proxy.base_url, PROXY_MODEL_ID,
-                              api_key=proxy.admin_key, admin_key=proxy.admin_key, policy=policy, name=names[mode],
-                              output_guard=guard, concurrency=EVAL_CONCURRENCY), configs[mode], retain_eval, target)
+                self.evaluate(
+                    names[mode],
+                    functools.partial(
+                        EndpointSystem,
+                        proxy.base_url,
+                        PROXY_MODEL_ID,
+                        api_key=proxy.admin_key,
+                        admin_key=proxy.admin_key,
+                        policy=policy,
+                        name=names[mode],
+                        output_guard=guard,
+                        concurrency=EVAL_CONCURRENCY,
+                    ),
+                    configs[mode],
+                    retain_eval,
+                    target,
+                )
                 for mode, (policy, guard) in modes.items()
-            ]  # fmt: skip
+            ]
 
     # the whole run --------------------------------------------------------------------------------
     def __call__(self) -> Path:
@@ -357,10 +299,10 @@ class Run:
         from obliviate.proxy.settings import DEFAULT_MODEL_ID, default_home
 
         started = time.monotonic()
-        bundled = prepare_bundled_model(default_home() / "models" / DEFAULT_MODEL_ID)
+        base = self.base_model or prepare_bundled_model(default_home() / "models" / DEFAULT_MODEL_ID)
         data = self.data()
-        target = self.finetuned("target", data / "target.jsonl", bundled)
-        retain = self.finetuned("retain", data / "retain.jsonl", bundled)
+        target = self.finetuned("target", data / "target.jsonl", base)
+        retain = self.finetuned("retain", data / "retain.jsonl", base)
         unlearned = {m: self.unlearned(m, target, data) for m in self.profile.methods}
 
         retain_eval = self.evaluate_folder("retain", retain, None)
@@ -376,7 +318,9 @@ class Run:
 
         p = self.profile
         # a stage's own seconds are its last sitting's; what resumed stages did before is added
-        stage_seconds = sum(float(r.get("seconds", 0)) + float(r.get("earlier_sittings_s", 0)) for r in self.records.values())
+        stage_seconds = sum(
+            float(r.get("seconds", 0)) + float(r.get("earlier_sittings_s", 0)) for r in self.records.values()
+        )
         preamble = [
             f"- profile: `{self.profile.name}` (forget split `{self.profile.split}`, retain split `{self.retain_split}`"
             f"{'' if self.profile.retain_rows is None else f', first {self.profile.retain_rows} rows'};"
@@ -394,14 +338,18 @@ class Run:
             f"- machine: {os.cpu_count()} CPUs" + (", CUDA" if _has_cuda() else ", no GPU"),
             "- proxy modes (`proxy-<mode>`): the target served by the real embedded vLLM behind the proxy, the forget"
             " split as its forget set; each mode's actions apply when the guard matches: "
-            + "; ".join(f"`{m}` = {PROXY_MODES[m][0]} with the output guard {PROXY_MODES[m][1]}" for m in self.profile.proxy_modes),
+            + "; ".join(
+                f"`{m}` = {PROXY_MODES[m][0]} with the output guard {PROXY_MODES[m][1]}"
+                for m in self.profile.proxy_modes
+            ),
             f"- contrastive: logits = target + 1.0 x ({CONTRASTIVE_ASSISTANT} - target). With the target itself as the"
             f" assistant's base (there is no smaller model pair here), a matched request is decoded exactly by the"
-            f" {CONTRASTIVE_ASSISTANT.upper()} model and an unmatched one by the target: the mode measures that routing,"
-            " not a small-assistant approximation",
-        ]  # fmt: skip
-        return write_report(folders, self.out / "report", title=f"TOFU report ({self.profile.name} profile)",
-                            preamble=preamble)  # fmt: skip
+            f" {CONTRASTIVE_ASSISTANT.upper()} model and an unmatched one by the target: the mode measures that"
+            " routing, not a small-assistant approximation",
+        ]
+        return write_report(
+            folders, self.out / "report", title=f"TOFU report ({self.profile.name} profile)", preamble=preamble
+        )
 
 
 def _epochs(epochs: float, max_steps: int | None) -> str:
@@ -449,8 +397,12 @@ class served_proxy:  # noqa: N801 - a context manager, used like a function
         import httpx
 
         self.proxy.start()
-        response = httpx.post(f"{self.proxy.root_url}/admin/forget:import", content=self.forget_file.read_bytes(),
-                              headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=600)  # fmt: skip
+        response = httpx.post(
+            f"{self.proxy.root_url}/admin/forget:import",
+            content=self.forget_file.read_bytes(),
+            headers={"Authorization": f"Bearer {self.admin_key}"},
+            timeout=600,
+        )
         if response.status_code not in (200, 201):
             self.proxy.stop()
             raise RuntimeError(f"importing the forget set failed: {response.status_code} {response.text[:500]}")
@@ -460,5 +412,5 @@ class served_proxy:  # noqa: N801 - a context manager, used like a function
         self.proxy.stop()
 
 
-def run(out: Path, profile: Profile, folder_generation: str | None = None) -> Path:
-    return Run(out, profile, folder_generation=folder_generation)()
+def run(out: Path, profile: Profile, folder_generation: str | None = None, base_model: Path | None = None) -> Path:
+    return Run(out, profile, folder_generation=folder_generation, base_model=base_model)()

@@ -139,11 +139,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def tofu_table(systems: Sequence[SystemResult]) -> list[str]:
     rows = [
-        [s.name, *(fmt(s.tofu.get(key), style) for _, key, style in TOFU_COLUMNS), fmt(s.tokens_per_s, "f1"),
-         fmt(s.forget_tokens_per_s, "f1")]
+        [
+            s.name,
+            *(fmt(s.tofu.get(key), style) for _, key, style in TOFU_COLUMNS),
+            fmt(s.tokens_per_s, "f1"),
+            fmt(s.forget_tokens_per_s, "f1"),
+        ]
         for s in systems
         if s.tofu
-    ]  # fmt: skip
+    ]
     header = ["system", *(c for c, _, _ in TOFU_COLUMNS), "tokens/s", "tokens/s (forget Qs)"]
     return _table(header, rows) if rows else []
 
@@ -191,8 +195,17 @@ def _pyplot() -> Any:
     return plt
 
 
-def _scatter(systems: Sequence[SystemResult], x_key: str, y_key: str, xlabel: str, ylabel: str,
-             title: str, out: Path, *, log_y: bool = False) -> Path | None:  # fmt: skip
+def _scatter(
+    systems: Sequence[SystemResult],
+    x_key: str,
+    y_key: str,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    out: Path,
+    *,
+    log_y: bool = False,
+) -> Path | None:
     points = [(s.name, s.tofu.get(x_key), s.tofu.get(y_key)) for s in systems]
     points = [(n, x, y) for n, x, y in points if x is not None and y is not None and (not log_y or y > 0)]
     if not points:
@@ -200,7 +213,7 @@ def _scatter(systems: Sequence[SystemResult], x_key: str, y_key: str, xlabel: st
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     colours = plt.get_cmap("tab10" if len(points) <= 10 else "tab20").colors  # a colour per system
-    for k, (name, x, y) in enumerate(points):
+    for k, (_name, x, y) in enumerate(points):
         ax.scatter([x], [y], s=40, color=colours[k % len(colours)])
     if log_y:
         ax.set_yscale("log")
@@ -259,19 +272,39 @@ def plot_throughput(systems: Sequence[SystemResult], out: Path) -> Path | None:
 
 def plot_all(systems: Sequence[SystemResult], out_dir: Path) -> list[Path]:
     plots = [
-        _scatter(systems, "model_utility", "forget_quality", "model utility", "forget quality (log)",
-                 "Forget quality vs model utility", out_dir / "fq_vs_mu.png", log_y=True),
-        _scatter(systems, "retain_Q_A_ROUGE", "forget_Q_A_ROUGE", "retain ROUGE-L recall", "forget ROUGE-L recall",
-                 "Forget vs retain ROUGE", out_dir / "rouge.png"),
+        _scatter(
+            systems,
+            "model_utility",
+            "forget_quality",
+            "model utility",
+            "forget quality (log)",
+            "Forget quality vs model utility",
+            out_dir / "fq_vs_mu.png",
+            log_y=True,
+        ),
+        _scatter(
+            systems,
+            "retain_Q_A_ROUGE",
+            "forget_Q_A_ROUGE",
+            "retain ROUGE-L recall",
+            "forget ROUGE-L recall",
+            "Forget vs retain ROUGE",
+            out_dir / "rouge.png",
+        ),
         plot_leak_rates(systems, out_dir / "leak_rates.png"),
         plot_throughput(systems, out_dir / "throughput.png"),
-    ]  # fmt: skip
+    ]
     return [p for p in plots if p is not None]
 
 
 # the report --------------------------------------------------------------------------------------
-def render(systems: Sequence[SystemResult], plots: Sequence[Path], *, title: str = "Obliviate evaluation report",
-           preamble: Sequence[str] = ()) -> str:  # fmt: skip
+def render(
+    systems: Sequence[SystemResult],
+    plots: Sequence[Path],
+    *,
+    title: str = "Obliviate evaluation report",
+    preamble: Sequence[str] = (),
+) -> str:
     lines = [f"# {title}", "", *preamble]
     if preamble:
         lines.append("")
@@ -286,7 +319,10 @@ def render(systems: Sequence[SystemResult], plots: Sequence[Path], *, title: str
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += ["## How each system was run and scored", "", *how_scored(systems), ""]
-    lines += [f"`{NA}`: the system has no such value (it cannot score, refused every item, or the metric was not run).", ""]
+    lines += [
+        f"`{NA}`: the system has no such value (it cannot score, refused every item, or the metric was not run).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -310,13 +346,25 @@ def label_points(ax: Any, points: Sequence[tuple[str, float, float]], *, merge_p
     texts = [ax.text(x, y, ", ".join(names), fontsize=8) for names, x, y, _ in groups]
     if len(texts) > 1:
         xs, ys = [x for _, x, _ in points], [y for _, _, y in points]
-        adjust_text(texts, x=xs, y=ys, ax=ax, expand=(1.2, 1.5), force_static=(0.3, 0.5),
-                    arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
+        adjust_text(
+            texts,
+            x=xs,
+            y=ys,
+            ax=ax,
+            expand=(1.2, 1.5),
+            force_static=(0.3, 0.5),
+            arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5},
+        )
     return texts
 
 
-def write_report(folders: Sequence[PathLike], out_dir: PathLike, *, title: str = "Obliviate evaluation report",
-                 preamble: Sequence[str] = ()) -> Path:  # fmt: skip
+def write_report(
+    folders: Sequence[PathLike],
+    out_dir: PathLike,
+    *,
+    title: str = "Obliviate evaluation report",
+    preamble: Sequence[str] = (),
+) -> Path:
     if not folders:
         raise ValueError("no evaluation folders given")
     systems = [load_system(f) for f in folders]

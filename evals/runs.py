@@ -53,8 +53,9 @@ def system_info(system: System) -> dict[str, Any]:
     return {"name": system.name, "describe": dict(system.describe()), "can_score": bool(system.can_score)}
 
 
-def generate(system: System, items: Sequence[ChatItem], max_tokens: int, actions: Counter, progress: Progress,
-             stage: str) -> list[str]:  # fmt: skip
+def generate(
+    system: System, items: Sequence[ChatItem], max_tokens: int, actions: Counter, progress: Progress, stage: str
+) -> list[str]:
     progress(f"generate {stage}", len(items))
     gens: list[Generation] = system.generate(items, max_tokens=max_tokens) if items else []
     if len(gens) != len(items):
@@ -63,8 +64,15 @@ def generate(system: System, items: Sequence[ChatItem], max_tokens: int, actions
     return [g.text for g in gens]
 
 
-def score(system: System, items: Sequence[ScoreItem], actions: Counter, progress: Progress, stage: str, *,
-          vocab_stats: bool = False) -> list[ScoredAnswer]:  # fmt: skip
+def score(
+    system: System,
+    items: Sequence[ScoreItem],
+    actions: Counter,
+    progress: Progress,
+    stage: str,
+    *,
+    vocab_stats: bool = False,
+) -> list[ScoredAnswer]:
     progress(f"score {stage}", len(items))
     scored = system.score(items, vocab_stats=vocab_stats) if items else []
     if len(scored) != len(items):
@@ -114,8 +122,14 @@ def _floor(values: Sequence[float]) -> list[float]:
     return [v if v > MIA_LOGPROB_FLOOR else MIA_LOGPROB_FLOOR for v in values]
 
 
-def mia_results(forget: Sequence[ScoredAnswer], forget_texts: Sequence[str], holdout: Sequence[ScoredAnswer],
-                holdout_texts: Sequence[str], *, drop_last_for_loss: bool = False) -> dict[str, MetricResult]:  # fmt: skip
+def mia_results(
+    forget: Sequence[ScoredAnswer],
+    forget_texts: Sequence[str],
+    holdout: Sequence[ScoredAnswer],
+    holdout_texts: Sequence[str],
+    *,
+    drop_last_for_loss: bool = False,
+) -> dict[str, MetricResult]:
     """mia_loss, mia_zlib, mia_min_k and (when the scores carry vocab moments) mia_min_k_plus_plus,
     forget vs holdout, over the items each side scored. ``drop_last_for_loss`` leaves the final (EOS)
     token out of the loss too (raw text, which open-unlearning scores without an EOS)."""
@@ -125,14 +139,21 @@ def mia_results(forget: Sequence[ScoredAnswer], forget_texts: Sequence[str], hol
         tokens = {i: _floor(s.logprobs[:-1]) for i, s in kept.items()}
         loss_tokens = {i: (tokens[i] if drop_last_for_loss else _floor(s.logprobs)) for i, s in kept.items()}
         losses = {i: -math.fsum(v) / len(v) for i, v in loss_tokens.items()}
-        stats = {i: TokenStats(tokens[i], s.mu[:-1], s.var[:-1]) for i, s in kept.items()
-                 if len(s.mu) == len(s.logprobs) and len(s.var) == len(s.logprobs)}  # fmt: skip
+        stats = {
+            i: TokenStats(tokens[i], s.mu[:-1], s.var[:-1])
+            for i, s in kept.items()
+            if len(s.mu) == len(s.logprobs) and len(s.var) == len(s.logprobs)
+        }
         return kept, tokens, losses, {i: texts[int(i)] for i in kept}, stats
 
     f_kept, f_tok, f_loss, f_text, f_stats = prep(forget, forget_texts)
     h_kept, h_tok, h_loss, h_text, h_stats = prep(holdout, holdout_texts)
-    counts = {"forget_scored": len(f_kept), "forget_total": len(forget),
-              "holdout_scored": len(h_kept), "holdout_total": len(holdout)}  # fmt: skip
+    counts = {
+        "forget_scored": len(f_kept),
+        "forget_total": len(forget),
+        "holdout_scored": len(h_kept),
+        "holdout_total": len(holdout),
+    }
     partial = len(f_kept) < len(forget) or len(h_kept) < len(holdout)
     if not f_kept or not h_kept:
         reason = "no forget or no holdout item was scored"
@@ -155,7 +176,9 @@ def mia_results(forget: Sequence[ScoredAnswer], forget_texts: Sequence[str], hol
 def memorization_results(scored: Sequence[ScoredAnswer]) -> dict[str, MetricResult]:
     """exact_memorization and extraction_strength from the argmax vs the answer tokens (EOS left out)."""
     total = [str(i) for i in range(len(scored))]
-    kept = {str(i): s for i, s in enumerate(scored) if s.scored and len(s.tokens) > 1 and len(s.argmax) == len(s.tokens)}
+    kept = {
+        str(i): s for i, s in enumerate(scored) if s.scored and len(s.tokens) > 1 and len(s.argmax) == len(s.tokens)
+    }
     if not kept:
         reason = "no item was scored" if not any(s.scored for s in scored) else "the system returned no argmax tokens"
         return {"exact_memorization": not_applicable(reason), "extraction_strength": not_applicable(reason)}
@@ -167,10 +190,17 @@ def memorization_results(scored: Sequence[ScoredAnswer]) -> dict[str, MetricResu
     }
 
 
-def run_record(system: System, benchmark: str, *, limit: int | None, counts: Mapping[str, int],
-               wall_s: float, **extra: Any) -> dict[str, Any]:  # fmt: skip
-    return {"system": system_info(system), "benchmark": benchmark, "limit": limit, "counts": dict(counts),
-            "wall_s": round(wall_s, 3), **extra}  # fmt: skip
+def run_record(
+    system: System, benchmark: str, *, limit: int | None, counts: Mapping[str, int], wall_s: float, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "system": system_info(system),
+        "benchmark": benchmark,
+        "limit": limit,
+        "counts": dict(counts),
+        "wall_s": round(wall_s, 3),
+        **extra,
+    }
 
 
 def split_run(results: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -200,4 +230,3 @@ def write_run_json(out_dir: str | os.PathLike[str], run: Mapping[str, Any], *, s
         json.dump(to_builtin(existing), f, indent=4)
     tmp.replace(path)
     return path
-

@@ -23,19 +23,14 @@ PathLike = str | os.PathLike[str]
 
 
 def first_questions(split: str, n: int) -> list[str]:
-    from obliviate.evals.pipeline import tofu_file
+    from obliviate.unlearn.benchmark_data import tofu_split
 
-    questions = []
-    with tofu_file(split).open(encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                questions.append(json.loads(line)["question"])
-            if len(questions) >= n:
-                break
-    return questions
+    return [record["question"] for record in tofu_split(split, limit=n)]
 
 
-def measure(system: System, split: str, *, items: int, max_tokens: int, tokenizer_dir: PathLike | None = None) -> dict[str, Any]:
+def measure(
+    system: System, split: str, *, items: int, max_tokens: int, tokenizer_dir: PathLike | None = None
+) -> dict[str, Any]:
     questions = first_questions(split, items)
     chats = [ChatItem([{"role": "user", "content": q}]) for q in questions]
     start = time.perf_counter()
@@ -48,8 +43,10 @@ def measure(system: System, split: str, *, items: int, max_tokens: int, tokenize
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        counts = [c if c is not None else len(tokenizer(g.text, add_special_tokens=False)["input_ids"])
-                  for c, g in zip(counts, generations, strict=True)]  # fmt: skip
+        counts = [
+            c if c is not None else len(tokenizer(g.text, add_special_tokens=False)["input_ids"])
+            for c, g in zip(counts, generations, strict=True)
+        ]
         source = "tokenizer count of the returned text"
     else:
         source = "the system's usage counts"
@@ -66,8 +63,15 @@ def measure(system: System, split: str, *, items: int, max_tokens: int, tokenize
     }
 
 
-def measure_workloads(system: System, *, retain_split: str, forget_split: str, items: int, max_tokens: int,
-                      tokenizer_dir: PathLike | None = None) -> dict[str, Any]:  # fmt: skip
+def measure_workloads(
+    system: System,
+    *,
+    retain_split: str,
+    forget_split: str,
+    items: int,
+    max_tokens: int,
+    tokenizer_dir: PathLike | None = None,
+) -> dict[str, Any]:
     """Both workloads; ``tokens_per_s`` is the retain one (what ordinary traffic gets)."""
     retain = measure(system, retain_split, items=items, max_tokens=max_tokens, tokenizer_dir=tokenizer_dir)
     forget = measure(system, forget_split, items=items, max_tokens=max_tokens, tokenizer_dir=tokenizer_dir)

@@ -60,8 +60,6 @@ SUMMARY_METRICS = (
     "model_utility",
     "privleak",
 )
-# Which retain model's log gives forget quality for which forget split.
-RETAIN_SPLIT = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 
 
 def truth_ratio_of(results: Results, name: str) -> MetricResult:

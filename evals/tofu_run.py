@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from obliviate.evals import data, logs, tofu
+from obliviate.evals import logs, tofu
 from obliviate.evals.metrics.privacy import forget_quality as _forget_quality
 from obliviate.evals.metrics.probability import probability
 from obliviate.evals.metrics.result import MetricResult
@@ -58,6 +58,7 @@ from obliviate.evals.runs import (
     write_run_json,
 )
 from obliviate.evals.systems.base import ChatItem, ScoreItem, System
+from obliviate.unlearn.benchmark_data import tofu_holdout_split, tofu_split
 
 TOFU_MAX_TOKENS = 200
 # (result prefix, split; None = the forget split) for the generation + answer-probability groups
@@ -99,11 +100,11 @@ def run_tofu(
     privleak. ``limit``: the first N items of each split."""
     if isinstance(retain_logs, (str, os.PathLike)):
         retain_logs = logs.read_eval(retain_logs, "TOFU")
-    holdout_split = data.tofu_holdout_split(split)
-    forget = data.tofu_split(split, limit=limit)
-    forget_pert = data.tofu_split(f"{split}_perturbed", limit=limit)
-    holdout = data.tofu_split(holdout_split, limit=limit)
-    splits = {"forget": forget, **{g: data.tofu_split(name, limit=limit) for g, name in GROUPS.items() if name}}
+    holdout_split = tofu_holdout_split(split)
+    forget = tofu_split(split, limit=limit)
+    forget_pert = tofu_split(f"{split}_perturbed", limit=limit)
+    holdout = tofu_split(holdout_split, limit=limit)
+    splits = {"forget": forget, **{g: tofu_split(name, limit=limit) for g, name in GROUPS.items() if name}}
     prog = Progress(f"TOFU {split} [{system.name}]", progress)
     gen_actions: Counter = Counter()
     score_actions: Counter = Counter()
@@ -139,7 +140,9 @@ def run_tofu(
             results[f"{group}_Q_A_PERT_Prob"] = _prob(grouped_losses(scored, [len(o) for o in options]))
         holdout_items = [ScoreItem(_chat(r["question"]), r["answer"]) for r in holdout]
         holdout_scored = score(system, holdout_items, score_actions, prog, f"{holdout_split} answers", vocab_stats=True)
-        results |= mia_results(forget_scored, [r["answer"] for r in forget], holdout_scored, [r["answer"] for r in holdout])
+        results |= mia_results(
+            forget_scored, [r["answer"] for r in forget], holdout_scored, [r["answer"] for r in holdout]
+        )
         results |= memorization_results(forget_scored)
     else:
         for group in splits:
@@ -167,7 +170,9 @@ def run_tofu(
         if retain_logs is not None and "forget_truth_ratio" in retain_logs:
             by_index = results["forget_truth_ratio"]["value_by_index"]
             ours = {i: item["score"] for i, item in by_index.items() if item is not None}
-            results["forget_quality"] = _forget_quality(list(ours.values()), _retain_truth_ratios(retain_logs, list(ours)))
+            results["forget_quality"] = _forget_quality(
+                list(ours.values()), _retain_truth_ratios(retain_logs, list(ours))
+            )
             if limit is not None:
                 notes.append("forget_quality: against the retain model's truth ratios on the same first items")
         else:
@@ -179,19 +184,33 @@ def run_tofu(
     for name, reason in base_na.items():
         results[name] = not_applicable(reason)
 
-    counts = {"forget": len(forget), "forget_perturbed": len(forget_pert), "holdout": len(holdout),
-              **{g: len(r) for g, r in splits.items() if g != "forget"}}  # fmt: skip
+    counts = {
+        "forget": len(forget),
+        "forget_perturbed": len(forget_pert),
+        "holdout": len(holdout),
+        **{g: len(r) for g, r in splits.items() if g != "forget"},
+    }
     partial = {name: f"{r['scored_items']}/{r['total_items']}" for name, r in results.items() if "scored_items" in r}
-    partial |= {name: f"forget {r['forget_scored']}/{r['forget_total']}, holdout {r['holdout_scored']}/{r['holdout_total']}"
-                for name, r in results.items() if "forget_scored" in r}  # fmt: skip
+    partial |= {
+        name: f"forget {r['forget_scored']}/{r['forget_total']}, holdout {r['holdout_scored']}/{r['holdout_total']}"
+        for name, r in results.items()
+        if "forget_scored" in r
+    }
     results[RUN_KEY] = run_record(
-        system, "TOFU", limit=limit, counts=counts, wall_s=prog.elapsed,
-        split=split, holdout_split=holdout_split, max_tokens=max_tokens,
-        generation_actions=dict(gen_actions), scoring_actions=dict(score_actions),
+        system,
+        "TOFU",
+        limit=limit,
+        counts=counts,
+        wall_s=prog.elapsed,
+        split=split,
+        holdout_split=holdout_split,
+        max_tokens=max_tokens,
+        generation_actions=dict(gen_actions),
+        scoring_actions=dict(score_actions),
         scored_items=partial,
         not_applicable=[f"{name} ({reason})" for name, reason in sorted({**base_na, **UNSUPPORTED}.items())],
         notes=notes,
-    )  # fmt: skip
+    )
     return results
 
 

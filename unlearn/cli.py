@@ -10,12 +10,9 @@ import json
 import logging
 from pathlib import Path
 
-from obliviate.unlearn.config import DEFAULT_MAX_LENGTH, TrainConfig
+from obliviate.unlearn.config import DEFAULT_MAX_LENGTH, METHOD_NAMES, TrainConfig
 
 logger = logging.getLogger(__name__)
-
-METHOD_NAMES = ("ga", "graddiff", "npo", "simnpo", "rmu")
-NEEDS_RETAIN_BY_DEFAULT = {"graddiff", "npo", "simnpo", "rmu"}
 
 # --flag -> the method hyperparameter it sets, and the methods that have it.
 HYPERPARAMETER_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -54,20 +51,30 @@ def _positive_int(value: str) -> int:
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     train = parser.add_argument_group("training")
-    train.add_argument("--lr", type=float, default=d.learning_rate, help=f"peak learning rate (default {d.learning_rate})")
+    train.add_argument(
+        "--lr", type=float, default=d.learning_rate, help=f"peak learning rate (default {d.learning_rate})"
+    )
     train.add_argument("--epochs", type=float, default=d.epochs, help=f"passes over the data (default {d.epochs})")
     train.add_argument("--max-steps", type=_positive_int, help="optimizer steps; overrides --epochs")
     train.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"(default {d.batch_size})")
-    train.add_argument("--grad-accum", type=_positive_int, default=d.gradient_accumulation_steps,
-                       help=f"batches per optimizer step (default {d.gradient_accumulation_steps})")  # fmt: skip
+    train.add_argument(
+        "--grad-accum",
+        type=_positive_int,
+        default=d.gradient_accumulation_steps,
+        help=f"batches per optimizer step (default {d.gradient_accumulation_steps})",
+    )
     train.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio, help=f"(default {d.warmup_ratio})")
     train.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"(default {d.weight_decay})")
     train.add_argument("--seed", type=int, default=d.seed)
     train.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     train.add_argument("--max-length", type=_positive_int, default=DEFAULT_MAX_LENGTH, help="tokens per example")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--checkpoint-dir", type=Path, help="save the training state here every "
-                       "--checkpoint-every-s seconds and resume from it when run again (removed when done)")  # fmt: skip
+    train.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="save the training state here every "
+        "--checkpoint-every-s seconds and resume from it when run again (removed when done)",
+    )
     train.add_argument("--checkpoint-every-s", type=float, default=600.0, help="(default 600)")
     lora = parser.add_argument_group("LoRA (merged into the saved weights)")
     lora.add_argument("--lora", action="store_true", help="train LoRA adapters instead of all weights")
@@ -101,19 +108,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     method.add_argument("--delta", type=float, help="simnpo: margin on the normalised NLL")
     method.add_argument("--steering-coeff", type=float, help="rmu: norm of the random target direction")
     method.add_argument("--layer", type=int, help="rmu: decoder layer whose output is steered (default 7)")
-    method.add_argument("--trainable-layers", type=int, nargs="+",
-                        help="rmu: layers whose mlp.down_proj is trained (default 5 6 7)")  # fmt: skip
+    method.add_argument(
+        "--trainable-layers", type=int, nargs="+", help="rmu: layers whose mlp.down_proj is trained (default 5 6 7)"
+    )
     _add_training_flags(unlearn)
     unlearn.set_defaults(func=cmd_unlearn, parser=unlearn)
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     try:
-        return TrainConfig(learning_rate=args.lr, batch_size=args.batch_size,
-                           gradient_accumulation_steps=args.grad_accum,
-                           epochs=args.epochs, max_steps=args.max_steps, warmup_ratio=args.warmup_ratio,
-                           weight_decay=args.weight_decay, seed=args.seed, device=args.device,
-                           progress=not args.no_progress)  # fmt: skip
+        return TrainConfig(
+            learning_rate=args.lr,
+            batch_size=args.batch_size,
+            gradient_accumulation_steps=args.grad_accum,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            warmup_ratio=args.warmup_ratio,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            device=args.device,
+            progress=not args.no_progress,
+        )
     except ValueError as exc:
         args.parser.error(str(exc))
 
@@ -157,7 +172,7 @@ def _configure_logging() -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from obliviate.proxy.models import set_offline_env
+    from obliviate.guards.offline import set_offline_env
     from obliviate.unlearn import pipeline
 
     config = _train_config(args)
@@ -170,7 +185,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from obliviate.proxy.models import set_offline_env
+    from obliviate.guards.offline import set_offline_env
     from obliviate.unlearn import pipeline
     from obliviate.unlearn.methods import UNLEARNING_METHODS
 
@@ -187,8 +202,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     _configure_logging()
     set_offline_env()
     limits = pipeline.DataLimits(forget=args.forget_limit, retain=args.retain_limit, max_length=args.max_length)
-    result = pipeline.unlearn(method, args.model, args.forget, args.retain, args.out, config, _lora(args), limits,
-                              _checkpointing(args))  # fmt: skip
-    print(json.dumps({"out": str(args.out), "method": args.method, "steps": result.steps,
-                      "seconds": round(result.seconds, 1)}))  # fmt: skip
+    result = pipeline.unlearn(
+        method, args.model, args.forget, args.retain, args.out, config, _lora(args), limits, _checkpointing(args)
+    )
+    print(
+        json.dumps(
+            {"out": str(args.out), "method": args.method, "steps": result.steps, "seconds": round(result.seconds, 1)}
+        )
+    )
     return 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The weight-level unlearning methods, by CLI name (``obliviate.unlearn.methods.UNLEARNING_METHODS`` maps
+# each to its class; importing that needs torch).
+METHOD_NAMES = ("ga", "graddiff", "npo", "simnpo", "rmu")
 DEFAULT_MAX_LENGTH = 512  # tokens per example; open-unlearning's TOFU setting (TOFU QA pairs are far shorter)
 
 
@@ -24,8 +27,12 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        positive = {"learning_rate": self.learning_rate, "batch_size": self.batch_size,
-                    "gradient_accumulation_steps": self.gradient_accumulation_steps, "epochs": self.epochs}  # fmt: skip
+        positive = {
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "epochs": self.epochs,
+        }
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")

@@ -17,23 +17,11 @@ from typing import Any
 
 import torch
 
+from obliviate.proxy.answers import encode_answer
 from obliviate.unlearn.config import DEFAULT_MAX_LENGTH
 from obliviate.unlearn.losses import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def data_dir() -> Path:
-    """The offline benchmark data: ``$OBLIVIATE_DATA_DIR`` or ``shared/data`` beside the repository."""
-    override = os.environ.get("OBLIVIATE_DATA_DIR")
-    return Path(override) if override else REPO_ROOT.parent / "shared/data"
-
-
-def tofu_split(name: str) -> Path:
-    """Path of a TOFU split in JSON Lines, e.g. ``tofu_split("forget10")``."""
-    return data_dir() / "tofu" / "hf_format" / f"{name}.jsonl"
 
 
 @dataclass(frozen=True)
@@ -64,27 +52,6 @@ def read_qa_jsonl(path: str | os.PathLike[str], limit: int | None = None) -> lis
     return pairs
 
 
-def encode_answer(tokenizer: Any, messages: list[dict[str, Any]], answer: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids) of ``answer`` as the assistant's reply to ``messages``: the prompt is
-    the chat template with the generation prompt; the answer's ids end at the end-of-turn token."""
-    chat = [*messages, {"role": "assistant", "content": answer}]
-    prompt_text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    full_text = tokenizer.apply_chat_template(chat, tokenize=False)
-    if not full_text.startswith(prompt_text):
-        raise ValueError("the chat template renders the prompt differently with and without the answer")
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
-    return list(prompt_ids), end_at_eos(tokenizer, answer_ids)
-
-
-def end_at_eos(tokenizer: Any, answer_ids: list[int]) -> list[int]:
-    """End the answer at its end-of-turn token (what generation stops on), dropping what a template
-    puts after it; without one the EOS is appended, as open-unlearning does."""
-    eos = tokenizer.eos_token_id
-    answer_ids = list(answer_ids)
-    return answer_ids[: answer_ids.index(eos) + 1] if eos in answer_ids else [*answer_ids, eos]
-
-
 def encode_qa(tokenizer: Any, pair: QAPair, max_length: int = DEFAULT_MAX_LENGTH) -> dict[str, torch.Tensor]:
     """Token ids of the chat (question as user, answer as assistant) and answer-only labels."""
     prompt_ids, answer_ids = encode_answer(tokenizer, [{"role": "user", "content": pair.question}], pair.answer)
@@ -99,7 +66,9 @@ def encode_qa(tokenizer: Any, pair: QAPair, max_length: int = DEFAULT_MAX_LENGTH
     }
 
 
-def encode_all(tokenizer: Any, pairs: list[QAPair], max_length: int = DEFAULT_MAX_LENGTH) -> list[dict[str, torch.Tensor]]:
+def encode_all(
+    tokenizer: Any, pairs: list[QAPair], max_length: int = DEFAULT_MAX_LENGTH
+) -> list[dict[str, torch.Tensor]]:
     return [encode_qa(tokenizer, pair, max_length) for pair in pairs]
 
 
@@ -116,7 +85,9 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
     """One item per forget example, paired with a retain example drawn at random (open-unlearning's
     ``ForgetRetainDataset`` with the forget set as anchor). Without retain data, items hold only "forget"."""
 
-    def __init__(self, forget: list[dict[str, torch.Tensor]], retain: list[dict[str, torch.Tensor]] | None, seed: int = 0):
+    def __init__(
+        self, forget: list[dict[str, torch.Tensor]], retain: list[dict[str, torch.Tensor]] | None, seed: int = 0
+    ):
         self.forget = forget
         self.retain = retain or []
         self.rng = random.Random(seed)
@@ -144,6 +115,8 @@ class SupervisedDataset(torch.utils.data.Dataset):
         return {"train": self.examples[index]}
 
 
-def collate_named(items: list[dict[str, dict[str, torch.Tensor]]], pad_token_id: int) -> dict[str, dict[str, torch.Tensor]]:
+def collate_named(
+    items: list[dict[str, dict[str, torch.Tensor]]], pad_token_id: int
+) -> dict[str, dict[str, torch.Tensor]]:
     """Collate items of named examples (``{"forget": ex, "retain": ex}``) into named padded batches."""
     return {name: collate([item[name] for item in items], pad_token_id) for name in items[0]}

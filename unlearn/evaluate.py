@@ -8,8 +8,9 @@ from obliviate.unlearn import data, losses
 
 
 @torch.no_grad()
-def answer_nll(model: torch.nn.Module, examples: list[dict[str, torch.Tensor]], pad_token_id: int,
-               batch_size: int = 8) -> float:  # fmt: skip
+def answer_nll(
+    model: torch.nn.Module, examples: list[dict[str, torch.Tensor]], pad_token_id: int, batch_size: int = 8
+) -> float:
     """Mean over examples of the per-token NLL of each answer (higher: the model knows it less)."""
     was_training = model.training
     model.eval()

@@ -20,7 +20,9 @@ def _optional(module: str, package: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"{module!r} is needed for training: pip install 'obliviate[unlearn]' (or pip install {package})") from exc
+        raise ImportError(
+            f"{module!r} is needed for training: pip install 'obliviate[unlearn]' (or pip install {package})"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,13 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
 def with_lora(model: Any, settings: LoraSettings) -> Any:
     peft = _optional("peft", "peft")
     target = settings.target_modules if isinstance(settings.target_modules, str) else list(settings.target_modules)
-    config = peft.LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                             target_modules=target, task_type="CAUSAL_LM")  # fmt: skip
+    config = peft.LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=target,
+        task_type="CAUSAL_LM",
+    )
     return peft.get_peft_model(model, config)
 
 

@@ -32,9 +32,15 @@ class DataLimits:
     max_length: int = data.DEFAULT_MAX_LENGTH
 
 
-def finetune(model_dir: PathLike, data_file: PathLike, out: PathLike, config: TrainConfig,
-             lora: LoraSettings | None = None, limits: DataLimits = DataLimits(),
-             checkpoint: Checkpointing | None = None) -> TrainResult:  # fmt: skip
+def finetune(
+    model_dir: PathLike,
+    data_file: PathLike,
+    out: PathLike,
+    config: TrainConfig,
+    lora: LoraSettings | None = None,
+    limits: DataLimits = DataLimits(),
+    checkpoint: Checkpointing | None = None,
+) -> TrainResult:
     """Supervised fine-tuning on QA JSON Lines (answer tokens only); saves the model to ``out``."""
     pairs = data.read_qa_jsonl(data_file, limits.forget)
     model, tokenizer = load_model(model_dir, pick_device(config.device))
@@ -47,9 +53,17 @@ def finetune(model_dir: PathLike, data_file: PathLike, out: PathLike, config: Tr
     return result
 
 
-def unlearn(method: ForgetRetainMethod, model_dir: PathLike, forget_file: PathLike, retain_file: PathLike | None,
-            out: PathLike, config: TrainConfig, lora: LoraSettings | None = None,
-            limits: DataLimits = DataLimits(), checkpoint: Checkpointing | None = None) -> TrainResult:  # fmt: skip
+def unlearn(
+    method: ForgetRetainMethod,
+    model_dir: PathLike,
+    forget_file: PathLike,
+    retain_file: PathLike | None,
+    out: PathLike,
+    config: TrainConfig,
+    lora: LoraSettings | None = None,
+    limits: DataLimits = DataLimits(),
+    checkpoint: Checkpointing | None = None,
+) -> TrainResult:
     """Unlearn ``forget_file`` from the model with ``method``; saves the model to ``out``."""
     if method.uses_retain and retain_file is None:
         raise ValueError(f"{method.name} needs retain data (or alpha=0)")
@@ -66,8 +80,12 @@ def unlearn(method: ForgetRetainMethod, model_dir: PathLike, forget_file: PathLi
     dataset = data.ForgetRetainDataset(forget, retain, seed=config.seed)
     collate = functools.partial(data.collate_named, pad_token_id=tokenizer.pad_token_id)
     result = train(model, method, dataset, collate, config, reference=reference, checkpoint=checkpoint)
-    about = {"method": method.name, "hyperparameters": hyperparameters(method),
-             "forget": str(forget_file), "retain": str(retain_file) if method.uses_retain else None}  # fmt: skip
+    about = {
+        "method": method.name,
+        "hyperparameters": hyperparameters(method),
+        "forget": str(forget_file),
+        "retain": str(retain_file) if method.uses_retain else None,
+    }
     _save(model, tokenizer, out, result, about, config, lora, limits)
     return result
 
@@ -80,9 +98,22 @@ def _supports_lora(method: ForgetRetainMethod) -> bool:
     return type(method).trainable_parameters is ForgetRetainMethod.trainable_parameters
 
 
-def _save(model: Any, tokenizer: Any, out: PathLike, result: TrainResult, about: dict[str, Any],
-          config: TrainConfig, lora: LoraSettings | None, limits: DataLimits) -> None:  # fmt: skip
+def _save(
+    model: Any,
+    tokenizer: Any,
+    out: PathLike,
+    result: TrainResult,
+    about: dict[str, Any],
+    config: TrainConfig,
+    lora: LoraSettings | None,
+    limits: DataLimits,
+) -> None:
     folder = save_model(model, tokenizer, out)
-    record = {**about, "train": dataclasses.asdict(config), "lora": dataclasses.asdict(lora) if lora else None,
-              "limits": dataclasses.asdict(limits), "result": result.to_dict()}  # fmt: skip
+    record = {
+        **about,
+        "train": dataclasses.asdict(config),
+        "lora": dataclasses.asdict(lora) if lora else None,
+        "limits": dataclasses.asdict(limits),
+        "result": result.to_dict(),
+    }
     (Path(folder) / TRAINING_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")

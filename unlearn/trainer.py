@@ -189,16 +189,28 @@ def train(
     trained = {name: p for name, p in model.named_parameters() if id(p) in trained_ids}
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(int(config.warmup_ratio * steps), steps))
-    logger.info("%s: %d optimizer steps of %d x %d examples on %s (%d trainable tensors)", method.name, steps,
-                config.batch_size, config.gradient_accumulation_steps, device, len(parameters))  # fmt: skip
+    logger.info(
+        "%s: %d optimizer steps of %d x %d examples on %s (%d trainable tensors)",
+        method.name,
+        steps,
+        config.batch_size,
+        config.gradient_accumulation_steps,
+        device,
+        len(parameters),
+    )
 
     history: list[dict[str, float]] = []
     batches = _endless(loader)
     examples = 0
     start_step = 0
     seconds_before = 0.0
-    fingerprint = {"method": method.name, "config": json.loads(json.dumps(asdict(config), default=str)),
-                   "examples": len(dataset), "steps": steps, "trained": sorted(trained)}  # fmt: skip
+    fingerprint = {
+        "method": method.name,
+        "config": json.loads(json.dumps(asdict(config), default=str)),
+        "examples": len(dataset),
+        "steps": steps,
+        "trained": sorted(trained),
+    }
     state = checkpoint.load(fingerprint) if checkpoint is not None else None
     if state is not None:
         with torch.no_grad():
@@ -206,7 +218,12 @@ def train(
                 trained[name].copy_(tensor)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        history, examples, start_step, seconds_before = state["history"], state["examples"], state["step"], state["seconds"]
+        history, examples, start_step, seconds_before = (
+            state["history"],
+            state["examples"],
+            state["step"],
+            state["seconds"],
+        )
         for _ in range(start_step * config.gradient_accumulation_steps):  # the same data order from here on
             next(batches)
         torch.set_rng_state(state["torch_rng"])
@@ -214,18 +231,31 @@ def train(
         logger.info("%s: resumed at step %d of %d from %s", method.name, start_step, steps, checkpoint.folder)
 
     def save(step_done: int) -> None:
-        checkpoint.save({  # type: ignore[union-attr]
-            "fingerprint": fingerprint, "step": step_done, "examples": examples, "history": history,
-            "seconds": seconds_before + time.perf_counter() - started,
-            "trained": {name: p.detach().cpu().clone() for name, p in trained.items()},
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-        })  # fmt: skip
+        checkpoint.save(
+            {  # type: ignore[union-attr]
+                "fingerprint": fingerprint,
+                "step": step_done,
+                "examples": examples,
+                "history": history,
+                "seconds": seconds_before + time.perf_counter() - started,
+                "trained": {name: p.detach().cpu().clone() for name, p in trained.items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+            }
+        )
 
     def stop(step_done: int, signum: int) -> None:
         save(step_done)
-        logger.warning("%s: stopped by %s after step %d of %d; run again to continue from %s", method.name,
-                       signal.Signals(signum).name, step_done, steps, checkpoint.folder)  # type: ignore[union-attr]  # fmt: skip
+        logger.warning(
+            "%s: stopped by %s after step %d of %d; run again to continue from %s",
+            method.name,
+            signal.Signals(signum).name,
+            step_done,
+            steps,
+            checkpoint.folder,
+        )  # type: ignore[union-attr]
         raise TrainingStopped(128 + signum)
 
     model.train()
@@ -264,7 +294,9 @@ def train(
         stop(steps, received[0])
     model.eval()
     seconds = seconds_before + time.perf_counter() - started
-    result = TrainResult(steps=steps, examples=examples, seconds=seconds, history=history, resumed_seconds=seconds_before)
+    result = TrainResult(
+        steps=steps, examples=examples, seconds=seconds, history=history, resumed_seconds=seconds_before
+    )
     logger.info("%s: %d steps in %.1f s (%.3f steps/s)", method.name, steps, result.seconds, result.steps_per_second)
     if checkpoint is not None:
         checkpoint.clear()

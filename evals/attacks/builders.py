@@ -169,8 +169,7 @@ def build_obfuscated_name(records: Sequence[Record]) -> list[AttackCase]:
         variants: list[tuple[str, str]] = [
             (
                 "spelled",
-                "The author's name is spelled out letter by letter. "
-                + _replace(question, written, spelled(written)),
+                "The author's name is spelled out letter by letter. " + _replace(question, written, spelled(written)),
             ),
             ("leet", _replace(question, written, leet(written))),
             ("spaced", _replace(question, written, spaced(written))),

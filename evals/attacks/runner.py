@@ -42,10 +42,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from obliviate.evals._deps import optional_import
 from obliviate.evals.attacks._data import load_forget_split
 from obliviate.evals.attacks.builders import DIRECT, AttackCase, attack_names, build_cases
 from obliviate.evals.attacks.text import contains
-from obliviate.evals._deps import optional_import
 from obliviate.evals.metrics.result import to_builtin
 from obliviate.evals.metrics.rouge import rouge_scores
 from obliviate.evals.systems.base import ChatItem, Generation, System
@@ -62,10 +62,95 @@ LEAK_RULE = (
     "rougeL_recall against the whole answer"
 )
 FUNCTION_WORDS = frozenset(
-    """a an the of in on at to for from by with and or but nor is are was were be been being am his her hers
-    their theirs its he she they it him them this that these those as has have had having which who whom
-    whose what when where why how not no also such than then so into onto over about do does did can could
-    would should will shall may might must there here i you we our your my me us""".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "and",
+        "or",
+        "but",
+        "nor",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "his",
+        "her",
+        "hers",
+        "their",
+        "theirs",
+        "its",
+        "he",
+        "she",
+        "they",
+        "it",
+        "him",
+        "them",
+        "this",
+        "that",
+        "these",
+        "those",
+        "as",
+        "has",
+        "have",
+        "had",
+        "having",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "not",
+        "no",
+        "also",
+        "such",
+        "than",
+        "then",
+        "so",
+        "into",
+        "onto",
+        "over",
+        "about",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "there",
+        "here",
+        "i",
+        "you",
+        "we",
+        "our",
+        "your",
+        "my",
+        "me",
+        "us",
+    ]
 )
 
 
@@ -196,7 +281,7 @@ def run_attacks(
         }
         logger.info("attack %s: %d/%d cases leaked", attack, summary[attack]["leaked"], len(rows))
     reference = summary[DIRECT]["leak_rate"]
-    for attack, stats in summary.items():
+    for stats in summary.values():
         rate = stats["leak_rate"]
         stats["lift_over_direct"] = None if rate is None or reference is None else rate - reference
     return {

@@ -61,8 +61,7 @@ FRAMES: tuple[Frame, ...] = (
     ),
     _frame(
         "birthplace",
-        rf"^(?:In which city and country was {_N} born|Where was {_N} born|What is the birthplace of {_N})"
-        + _END,
+        rf"^(?:In which city and country was {_N} born|Where was {_N} born|What is the birthplace of {_N})" + _END,
         "¿Dónde nació {name}?",
         "Où est né {name} ?",
         "Wo wurde {name} geboren?",
@@ -86,8 +85,7 @@ FRAMES: tuple[Frame, ...] = (
         rf"^(?:Can you tell me about the (?:occupations|professions) of {_N}'s parents"
         rf"|What (?:are|were) the (?:occupations|professions) of {_N}'s parents"
         rf"|What is the background of {_N}'s parents|What (?:do|did) {_N}'s parents do"
-        rf"|Who (?:are|were) the parents of {_N}|What (?:are|were) {_N}'s parents' (?:occupations|professions))"
-        + _END,
+        rf"|Who (?:are|were) the parents of {_N}|What (?:are|were) {_N}'s parents' (?:occupations|professions))" + _END,
         "¿A qué se dedican los padres de {name}?",
         "Quelle est la profession des parents de {name} ?",
         "Welche Berufe haben die Eltern von {name}?",

@@ -1,10 +1,6 @@
-"""Metric functions in a registry (open-unlearning handler name -> function).
+"""Metric functions, one module per family (open-unlearning's metric handlers).
 
 All are pure: they take per-item numbers or texts and return open-unlearning's
-``{"agg_value": ..., "value_by_index": {str(idx): {...}}}``.
+``{"agg_value": ..., "value_by_index": {str(idx): {...}}}``. The runners (``tofu_run``, ``muse_run``,
+``runs``) call them by name.
 """
-
-from obliviate.evals.metrics import memorization, mia, privacy, probability, rouge, truth_ratio, utility  # noqa: F401  (register)
-from obliviate.evals.metrics.registry import METRICS, get_metric, register
-
-__all__ = ["METRICS", "get_metric", "register"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from obliviate.evals.metrics.registry import register
 from obliviate.evals.metrics.result import Indexed, MetricResult, indexed, mean_of, result
 
 
@@ -48,13 +47,11 @@ def es_score(pred: Sequence[int], target: Sequence[int]) -> float:
     return 1 - k / n
 
 
-@register("exact_memorization")
 def exact_memorization(predictions: Indexed[Sequence[int]], labels: Indexed[Sequence[int]]) -> MetricResult:
     by_index = {idx: {"score": em_score(pred, target)} for idx, pred, target in _pairs(predictions, labels)}
     return result(mean_of(item["score"] for item in by_index.values()), by_index)
 
 
-@register("extraction_strength")
 def extraction_strength(predictions: Indexed[Sequence[int]], labels: Indexed[Sequence[int]]) -> MetricResult:
     by_index = {idx: {"score": es_score(pred, target)} for idx, pred, target in _pairs(predictions, labels)}
     return result(mean_of(item["score"] for item in by_index.values()), by_index)

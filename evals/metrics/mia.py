@@ -19,7 +19,6 @@ from typing import NamedTuple
 import numpy as np
 
 from obliviate.evals._deps import optional_import
-from obliviate.evals.metrics.registry import register
 from obliviate.evals.metrics.result import Indexed, MetricResult, indexed, result
 
 DEFAULT_K = 0.4  # open-unlearning's TOFU and MUSE configs
@@ -82,7 +81,6 @@ def attack_result(scores: Indexed[float]) -> MetricResult:
     return result(float(np.mean([item["score"] for item in by_index.values()])), by_index)
 
 
-@register("mia_auc")
 def mia_auc(forget_scores: Indexed[float], holdout_scores: Indexed[float]) -> MetricResult:
     """``{"forget": ..., "holdout": ..., "auc": a, "agg_value": a}`` as open-unlearning logs it."""
     metrics = optional_import("sklearn.metrics", package="scikit-learn")
@@ -93,7 +91,6 @@ def mia_auc(forget_scores: Indexed[float], holdout_scores: Indexed[float]) -> Me
     return {"forget": forget, "holdout": holdout, "auc": auc, "agg_value": auc}
 
 
-@register("mia_loss")
 def mia_loss(forget_avg_losses: Indexed[float], holdout_avg_losses: Indexed[float]) -> MetricResult:
     return mia_auc(
         {i: loss_score(v) for i, v in indexed(forget_avg_losses).items()},
@@ -101,7 +98,6 @@ def mia_loss(forget_avg_losses: Indexed[float], holdout_avg_losses: Indexed[floa
     )
 
 
-@register("mia_zlib")
 def mia_zlib(
     forget_avg_losses: Indexed[float],
     forget_texts: Indexed[str],
@@ -119,7 +115,6 @@ def mia_zlib(
     return mia_auc(scores(forget_avg_losses, forget_texts), scores(holdout_avg_losses, holdout_texts))
 
 
-@register("mia_min_k")
 def mia_min_k(
     forget_token_logprobs: Indexed[Sequence[float]],
     holdout_token_logprobs: Indexed[Sequence[float]],
@@ -131,7 +126,6 @@ def mia_min_k(
     )
 
 
-@register("mia_min_k_plus_plus")
 def mia_min_k_plus_plus(
     forget_stats: Indexed[TokenStats], holdout_stats: Indexed[TokenStats], k: float = DEFAULT_K
 ) -> MetricResult:

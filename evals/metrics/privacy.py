@@ -7,11 +7,9 @@ from collections.abc import Iterable
 import numpy as np
 
 from obliviate.evals._deps import optional_import
-from obliviate.evals.metrics.registry import register
 from obliviate.evals.metrics.result import MetricResult, result
 
 
-@register("forget_quality")
 def forget_quality(model_truth_ratios: Iterable[float], retain_truth_ratios: Iterable[float]) -> MetricResult:
     """p-value of the two-sample KS test between the evaluated model's forget-set truth ratios and
     the retain model's (the ``forget_truth_ratio`` per-item scores of each log). The test runs on
@@ -24,7 +22,6 @@ def forget_quality(model_truth_ratios: Iterable[float], retain_truth_ratios: Ite
     return result(stats.ks_2samp(1 / (model + 1e-10), 1 / (retain + 1e-10)).pvalue)
 
 
-@register("privleak")
 def privleak(auc: float, ref_auc: float | None = None, ref_value: float = 0.5) -> MetricResult:
     """Relative MIA AUC gap to the retain model, in percent, on MUSE's ``1 - AUC`` convention:
     ``((1 - auc) - (1 - ref)) / ((1 - ref) + 1e-10) * 100``. ``ref`` is the retain (retrained)
@@ -34,7 +31,6 @@ def privleak(auc: float, ref_auc: float | None = None, ref_value: float = 0.5) -
     return result((score - ref) / (ref + 1e-10) * 100)
 
 
-@register("rel_diff")
 def rel_diff(value: float, ref_value: float) -> MetricResult:
     """Relative difference to a reference value, in percent."""
     return result((value - ref_value) / (ref_value + 1e-10) * 100)

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from obliviate.evals.metrics.registry import register
 from obliviate.evals.metrics.result import Indexed, MetricResult, indexed, mean_of, result
 
 
@@ -29,7 +28,6 @@ def _item(avg_loss: float | Sequence[float] | None) -> dict | None:
     return {"prob": np.exp(-loss).tolist(), "avg_loss": loss.tolist()}
 
 
-@register("probability")
 def probability(avg_losses: Indexed[float | Sequence[float] | None]) -> MetricResult:
     """Mean over items of ``exp(-avg_loss)`` (per-item lists averaged first)."""
     by_index = {idx: _item(loss) for idx, loss in indexed(avg_losses).items()}
@@ -37,7 +35,6 @@ def probability(avg_losses: Indexed[float | Sequence[float] | None]) -> MetricRe
     return result(agg, by_index)
 
 
-@register("probability_w_options")
 def probability_w_options(
     correct_probs: Indexed[float | None], wrong_probs: Indexed[Sequence[float] | None]
 ) -> MetricResult:

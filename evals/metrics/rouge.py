@@ -12,7 +12,6 @@ from functools import lru_cache
 from typing import Any
 
 from obliviate.evals._deps import optional_import
-from obliviate.evals.metrics.registry import register
 from obliviate.evals.metrics.result import Indexed, MetricResult, indexed, mean_of, result
 
 ROUGE_TYPES = ("rouge1_recall", "rougeL_f1", "rougeL_recall")
@@ -33,7 +32,6 @@ def rouge_scores(generation: str, ground_truth: str) -> dict[str, float]:
     }
 
 
-@register("rouge")
 def rouge(
     generations: Indexed[str],
     ground_truths: Indexed[str],

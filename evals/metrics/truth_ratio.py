@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from obliviate.evals.metrics.registry import register
 from obliviate.evals.metrics.result import Indexed, MetricResult, indexed, per_item_mean, result
 
 
@@ -34,7 +33,6 @@ AGGREGATORS: dict[str, Callable[[np.ndarray], float]] = {
 }
 
 
-@register("truth_ratio")
 def truth_ratio(
     correct_avg_losses: Indexed[float | Sequence[float] | None],
     wrong_avg_losses: Indexed[Sequence[float] | float | None],

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from obliviate.evals._deps import optional_import
-from obliviate.evals.metrics.registry import register
 from obliviate.evals.metrics.result import MetricResult, result
 
 
-@register("hm_aggregate")
 def hm_aggregate(values: Mapping[str, float] | Iterable[float]) -> MetricResult:
     """``scipy.stats.hmean`` of the component aggregates (a mapping name -> value, or values)."""
     stats = optional_import("scipy.stats", package="scipy")

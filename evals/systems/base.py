@@ -12,8 +12,10 @@ on it are marked as not applicable in the report.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from obliviate.proxy.answers import ScoredAnswer  # re-exported: the systems return it
 
 Message = dict[str, str]  # {"role": ..., "content": ...}
 
@@ -44,33 +46,6 @@ class ScoreItem:
     def __post_init__(self) -> None:
         if bool(self.messages) == (self.prompt is not None):
             raise ValueError("an item needs messages or a prompt (one of them)")
-
-
-@dataclass
-class ScoredAnswer:
-    """Teacher-forced scores of one answer, one entry per answer token (the answer's tokens followed
-    by the end-of-turn token, as :func:`obliviate.unlearn.data.encode_qa` labels them).
-
-    ``logprobs[i]``: log p(token i | conversation, tokens < i) under the system's final (intervened)
-    distribution; ``argmax[i]``: that distribution's most likely token; ``mu[i]``/``var[i]``: mean and
-    variance of log p under p (Min-K%++ inputs; empty when not asked for).
-    """
-
-    scored: bool
-    tokens: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    argmax: list[int] = field(default_factory=list)
-    mu: list[float] = field(default_factory=list)
-    var: list[float] = field(default_factory=list)
-    action: str = "pass"  # what the system did to this item: pass / refuse / rewrite / suppress / ...
-    reason: str | None = None  # why it was not scored
-
-    @property
-    def avg_loss(self) -> float | None:
-        """Mean answer-token NLL (open-unlearning's ``avg_loss``); None when not scored."""
-        if not self.scored or not self.logprobs:
-            return None
-        return -sum(self.logprobs) / len(self.logprobs)
 
 
 @dataclass(frozen=True)

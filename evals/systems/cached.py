@@ -75,8 +75,10 @@ class CachedSystem:
             return self.system.score(batch, vocab_stats=vocab_stats)
 
         keys = [_key("score", item, vocab_stats=vocab_stats) for item in items]
-        return [ScoredAnswer(**{k: list(v) if isinstance(v, list) else v for k, v in r.items()})
-                for r in self._through(keys, items, compute)]  # fmt: skip
+        return [
+            ScoredAnswer(**{k: list(v) if isinstance(v, list) else v for k, v in r.items()})
+            for r in self._through(keys, items, compute)
+        ]
 
     @property
     def reused(self) -> int:
@@ -90,8 +92,9 @@ class CachedSystem:
         self.system.close()
 
     # the file ---------------------------------------------------------------------------------------
-    def _through(self, keys: list[str], items: Sequence[Any],
-                 compute: Callable[[list[Any]], Sequence[Any]]) -> list[dict[str, Any]]:  # fmt: skip
+    def _through(
+        self, keys: list[str], items: Sequence[Any], compute: Callable[[list[Any]], Sequence[Any]]
+    ) -> list[dict[str, Any]]:
         missing: dict[str, Any] = {}
         for key, item in zip(keys, items, strict=True):
             if key not in self._results:

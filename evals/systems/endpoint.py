@@ -94,8 +94,9 @@ class EndpointSystem:
         gen_key = admin_key if (policy, output_guard) != (None, None) else (api_key or admin_key)
         self._own_http = http_client is None
         self._http = http_client or httpx.Client(timeout=timeout)
-        self._client = OpenAI(base_url=self.base_url, api_key=gen_key or "none", http_client=self._http,
-                              timeout=timeout, max_retries=2)  # fmt: skip
+        self._client = OpenAI(
+            base_url=self.base_url, api_key=gen_key or "none", http_client=self._http, timeout=timeout, max_retries=2
+        )
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="endpoint")
 
     @property
@@ -116,9 +117,11 @@ class EndpointSystem:
             "system": f"OpenAI-compatible endpoint {self.base_url}, model {self.model!r}",
             "generation": f"openai SDK chat.completions (plain-text items: completions), temperature 0, max_tokens "
             f"per benchmark{options}; {self.concurrency} concurrent requests; action from the {ACTION_HEADER} header",
-            "scoring": scoring + (
+            "scoring": scoring
+            + (
                 f"; the output guard (obliviate.output_guard={self.output_guard!r}) acts on generated text only"
-                if self.output_guard is not None else ""
+                if self.output_guard is not None
+                else ""
             ),
         }
 
@@ -152,12 +155,13 @@ class EndpointSystem:
         body: dict[str, Any] = {
             "model": self.model,
             "items": [
-                {"prompt": it.prompt, "answer": it.answer} if it.prompt is not None
+                {"prompt": it.prompt, "answer": it.answer}
+                if it.prompt is not None
                 else {"messages": list(it.messages), "answer": it.answer}
                 for it in items
             ],
             "vocab_stats": vocab_stats,
-        }  # fmt: skip
+        }
         if self.policy is not None:
             body["obliviate"] = {"policy": self.policy}
         r = self._http.post(

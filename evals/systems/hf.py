@@ -55,8 +55,17 @@ class HFSystem:
             mask[b, longest - len(p) :] = 1
         eos = _eos_ids(tok, model)
         with torch.inference_mode():
-            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
-                                 temperature=None, top_p=None, top_k=None, eos_token_id=eos, pad_token_id=pad)  # fmt: skip
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            )
         results = []
         for row in gen[:, longest:].tolist():
             cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))

@@ -58,15 +58,19 @@ class ServedFolderSystem:
 
             key = "eval-admin-" + secrets.token_hex(8)
             self._home = Path(tempfile.mkdtemp(prefix="obliviate-served-"))
-            self._proxy = ProxyProcess(["--model-path", str(self.model_dir), "--model-id", SERVED_MODEL_ID], self._home,
-                                       env={"OBLIVIATE_ADMIN_KEY": key})  # fmt: skip
+            self._proxy = ProxyProcess(
+                ["--model-path", str(self.model_dir), "--model-id", SERVED_MODEL_ID],
+                self._home,
+                env={"OBLIVIATE_ADMIN_KEY": key},
+            )
             try:
                 self._proxy.start()
             except BaseException:
                 self._stop()
                 raise
-            self._endpoint = EndpointSystem(self._proxy.base_url, SERVED_MODEL_ID, api_key=key,
-                                            concurrency=self.concurrency, name=self.name)  # fmt: skip
+            self._endpoint = EndpointSystem(
+                self._proxy.base_url, SERVED_MODEL_ID, api_key=key, concurrency=self.concurrency, name=self.name
+            )
         return self._endpoint
 
     def generate(self, items: Sequence[ChatItem], *, max_tokens: int = 200) -> list[Generation]:

@@ -52,8 +52,9 @@ class SystemSpec:
         if self.policy or self.output_guard:
             raise ValueError("--policy/--output-guard apply to an endpoint (the proxy), not to a model folder")
         if not (self.folder / "config.json").is_file():
-            raise ValueError(f"{self.folder}: not an HF model folder (no config.json); use hf:PATH, vllm:PATH or an "
-                             "http(s) URL")  # fmt: skip
+            raise ValueError(
+                f"{self.folder}: not an HF model folder (no config.json); use hf:PATH, vllm:PATH or an http(s) URL"
+            )
 
 
 def open_system(spec: SystemSpec) -> System:
@@ -64,7 +65,10 @@ def open_system(spec: SystemSpec) -> System:
         return EndpointSystem(
             spec.target,
             spec.model or "smollm2-135m-instruct",
-            api_key=spec.api_key or os.environ.get("OBLIVIATE_API_KEY") or spec.admin_key or os.environ.get("OBLIVIATE_ADMIN_KEY"),
+            api_key=spec.api_key
+            or os.environ.get("OBLIVIATE_API_KEY")
+            or spec.admin_key
+            or os.environ.get("OBLIVIATE_ADMIN_KEY"),
             admin_key=spec.admin_key or os.environ.get("OBLIVIATE_ADMIN_KEY"),
             policy=spec.policy,
             name=spec.default_name(),

@@ -14,5 +14,15 @@ UNLEARNING_METHODS: dict[str, type[ForgetRetainMethod]] = {
     cls.name: cls for cls in (GradAscent, GradDiff, NPO, SimNPO, RMU)
 }
 
-__all__ = ["UNLEARNING_METHODS", "FineTune", "ForgetRetainMethod", "GradAscent", "GradDiff", "LossOutput",
-           "Method", "NPO", "RMU", "SimNPO"]  # fmt: skip
+__all__ = [
+    "UNLEARNING_METHODS",
+    "FineTune",
+    "ForgetRetainMethod",
+    "GradAscent",
+    "GradDiff",
+    "LossOutput",
+    "Method",
+    "NPO",
+    "RMU",
+    "SimNPO",
+]
