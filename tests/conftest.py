@@ -1,6 +1,7 @@
 """Shared fixtures for the HTTP-layer tests (fake backend through the app factory, over ASGI).
 
-Real-engine fixtures (embedded vLLM, transformers) live in tests/engines.py.
+Real proxies over real engines (session-scoped, started on first use) are defined below; the
+process helpers and the test models live in tests/engines.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_never_load_the_real_embedder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast layer (neither ``integration`` nor ``slow``) runs without model loads: a test there that
+    reaches for MiniLM fails here, pointing at the hashing embedder or the marker it needs."""
+    if request.node.get_closest_marker("integration") or request.node.get_closest_marker("slow"):
+        return
+    from obliviate.index import embedder
+
+    def refuse(folder: str) -> None:
+        raise AssertionError(
+            "a fast test loads the real embedder: use index_embedder='hashing' "
+            "(HashingEmbedder) or mark the test integration"
+        )
+
+    monkeypatch.setattr(embedder, "_load", refuse)
 
 
 @pytest.fixture
@@ -58,11 +76,34 @@ def model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_proxy(tmp_path_factory: pytest.TempPathFactory, model_path: Path):
-    """`obliviate serve` with the embedded vLLM engine and the bundled model."""
+def perturbed_assistant(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Path:
+    """A different-weights copy of the bundled model: the "unlearned" assistant of contrastive decoding."""
+    from tests.contrastive_models import perturbed_copy
+
+    return perturbed_copy(model_path, tmp_path_factory.mktemp("assistant") / "perturbed")
+
+
+@pytest.fixture(scope="session")
+def vllm_proxy(tmp_path_factory: pytest.TempPathFactory, model_path: Path, perturbed_assistant: Path):
+    """`obliviate serve` with the embedded vLLM engine and the bundled model: the session's one engine
+    for tests that neither restart it nor need another model (API, guards over ``--upstream``,
+    contrastive decoding). The contrastive pair is loaded (base = the model itself, unlearned = a
+    perturbed copy, alpha 1): only requests routed to it are fused; every other request decodes as
+    plain vLLM (tests/test_contrastive_engines.py checks that, and tests/test_engine_lifecycle.py
+    serves without the plugin)."""
     from tests.engines import ProxyProcess
 
-    proxy = ProxyProcess(["--model-path", str(model_path)], tmp_path_factory.mktemp("vllm-proxy")).start()
+    args = [
+        "--model-path",
+        str(model_path),
+        "--assistant-base",
+        str(model_path),
+        "--assistant-unlearned",
+        str(perturbed_assistant),
+        "--alpha",
+        "1",
+    ]
+    proxy = ProxyProcess(args, tmp_path_factory.mktemp("vllm-proxy")).start()
     yield proxy
     proxy.stop()
 

@@ -7,15 +7,29 @@ from collections.abc import Sequence
 from pathlib import Path
 
 PROMPTS = [
-    "What is the capital of France?", "Name three primary colours.", "Write a haiku about the sea.",
-    "Who wrote Romeo and Juliet?", "Explain photosynthesis in one sentence.", "What is 12 times 7?",
-    "Give me a tip for learning Python.", "What is the boiling point of water?", "Describe a cat.",
-    "Why is the sky blue?", "Suggest a name for a bakery.", "What is machine learning?",
-    "Translate 'good morning' into Spanish.", "List two planets in the solar system.",
-    "What do bees make?", "How many days are in a leap year?", "Tell me a fun fact about octopuses.",
-    "What is the largest ocean?", "Recommend a book for a long flight.", "What does a compass do?",
-    "Who painted the Mona Lisa?", "What language is spoken in Brazil?",
-]  # fmt: skip
+    "What is the capital of France?",
+    "Name three primary colours.",
+    "Write a haiku about the sea.",
+    "Who wrote Romeo and Juliet?",
+    "Explain photosynthesis in one sentence.",
+    "What is 12 times 7?",
+    "Give me a tip for learning Python.",
+    "What is the boiling point of water?",
+    "Describe a cat.",
+    "Why is the sky blue?",
+    "Suggest a name for a bakery.",
+    "What is machine learning?",
+    "Translate 'good morning' into Spanish.",
+    "List two planets in the solar system.",
+    "What do bees make?",
+    "How many days are in a leap year?",
+    "Tell me a fun fact about octopuses.",
+    "What is the largest ocean?",
+    "Recommend a book for a long flight.",
+    "What does a compass do?",
+    "Who painted the Mona Lisa?",
+    "What language is spoken in Brazil?",
+]
 
 
 def perturbed_copy(src: Path, dst: Path, *, scale: float = 0.03, seed: int = 0) -> Path:
@@ -44,13 +58,26 @@ def greedy_chat(model_path: Path, prompts: Sequence[str], max_tokens: int) -> li
     torch.set_num_threads(1)  # the reference is small; more threads only contend on a busy machine
     tok = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-    eos = {tok.eos_token_id, *([model.generation_config.eos_token_id] if isinstance(model.generation_config.eos_token_id, int) else model.generation_config.eos_token_id or [])}
+    eos = {
+        tok.eos_token_id,
+        *(
+            [model.generation_config.eos_token_id]
+            if isinstance(model.generation_config.eos_token_id, int)
+            else model.generation_config.eos_token_id or []
+        ),
+    }
     out = []
     with torch.inference_mode():
         for prompt in prompts:
-            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                          tokenize=True, return_dict=True)["input_ids"]  # fmt: skip
-            gen = model.generate(torch.tensor([list(ids)]), max_new_tokens=max_tokens, do_sample=False,
-                                 eos_token_id=sorted(eos - {None}), pad_token_id=tok.eos_token_id)  # fmt: skip
-            out.append(tok.decode(gen[0, len(ids):], skip_special_tokens=True))
+            ids = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
+            gen = model.generate(
+                torch.tensor([list(ids)]),
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                eos_token_id=sorted(eos - {None}),
+                pad_token_id=tok.eos_token_id,
+            )
+            out.append(tok.decode(gen[0, len(ids) :], skip_special_tokens=True))
     return out

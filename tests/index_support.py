@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from obliviate.unlearn.benchmark_data import data_dir, tofu_path
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = REPO_ROOT.parent / "shared" / "data"
-TOFU_FORGET10 = DATA_DIR / "tofu" / "hf_format" / "forget10.jsonl"
-MUSE_FORGET = DATA_DIR / "muse_news" / "raw" / "forget.json"
+TOFU_FORGET10 = tofu_path("forget10")
+MUSE_FORGET = data_dir() / "muse_news" / "raw" / "forget.json"
 ADMIN_KEY = "test-admin-key"
 CLIENT_KEY = "test-client-key"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -42,8 +43,12 @@ def muse_articles(n: int) -> list[str]:
 def index_config(home: Path, **overrides: Any) -> Any:
     from obliviate.index.service import IndexConfig
 
-    values: dict[str, Any] = {"db_path": home / "forget.db", "snapshot_path": home / "forget.snapshot",
-                              "snapshot_interval_s": 0.0, "preload_embedder": False}  # fmt: skip
+    values: dict[str, Any] = {
+        "db_path": home / "forget.db",
+        "snapshot_path": home / "forget.snapshot",
+        "snapshot_interval_s": 0.0,
+        "preload_embedder": False,
+    }
     values.update(overrides)
     return IndexConfig(**values)
 
@@ -69,9 +74,15 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 180) -> ServerProcess:
-        env = {**os.environ, "OBLIVIATE_HOME": str(self.home), "OBLIVIATE_ADMIN_KEY": ADMIN_KEY,
-               "OBLIVIATE_API_KEYS": CLIENT_KEY, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-               **self.env_extra}  # fmt: skip
+        env = {
+            **os.environ,
+            "OBLIVIATE_HOME": str(self.home),
+            "OBLIVIATE_ADMIN_KEY": ADMIN_KEY,
+            "OBLIVIATE_API_KEYS": CLIENT_KEY,
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            **self.env_extra,
+        }
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         cmd = [sys.executable, "-m", "obliviate.proxy.cli", "serve", "--backend", "fake", "--port", str(self.port)]

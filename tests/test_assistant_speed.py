@@ -1,4 +1,5 @@
-"""The assistants' CPU speed-ups change no result: vLLM oneDNN linears, pre-transposed linears and the growing KV cache."""
+"""The assistants' CPU speed-ups change no result: vLLM oneDNN linears, pre-transposed linears and the
+growing KV cache."""
 
 from __future__ import annotations
 
@@ -8,15 +9,29 @@ from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 import obliviate.guards.assistant_speed as speed
-from obliviate.guards.assistant_speed import GrowingCache, OnednnLinear, TransposedLinear, onednn_linears, pretranspose_linears
+from obliviate.guards.assistant_speed import (
+    GrowingCache,
+    OnednnLinear,
+    TransposedLinear,
+    onednn_linears,
+    pretranspose_linears,
+)
 
 
 @pytest.fixture
 def tiny_pair() -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
     """The same tiny random Llama twice (tied embeddings, as SmolLM2): as loaded, and pre-transposed."""
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=60,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
     plain = LlamaForCausalLM(config).eval()
     fast = LlamaForCausalLM(config).eval()
     fast.load_state_dict(plain.state_dict())
@@ -54,7 +69,9 @@ def test_onednn_model_computes_the_same_logits(tiny_pair: tuple[LlamaForCausalLM
 
 
 @pytest.mark.slow  # imports vllm
-def test_onednn_refusal_leaves_the_model_as_it_was(tiny_pair: tuple[LlamaForCausalLM, LlamaForCausalLM], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onednn_refusal_leaves_the_model_as_it_was(
+    tiny_pair: tuple[LlamaForCausalLM, LlamaForCausalLM], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A weight oneDNN refuses (e.g. bfloat16 without AVX512-BF16) means no linear is replaced, not half of them."""
     plain, _ = tiny_pair
     built = []
@@ -81,7 +98,9 @@ def test_growing_cache_decodes_like_the_dynamic_cache(tiny_pair: tuple[LlamaForC
     mask[1, :4] = 0  # the second row is left-padded
     caches: list = [DynamicCache(), GrowingCache()]
     with torch.inference_mode():
-        outs = [plain(input_ids=ids, attention_mask=mask, past_key_values=c, use_cache=True).logits[:, -1] for c in caches]
+        outs = [
+            plain(input_ids=ids, attention_mask=mask, past_key_values=c, use_cache=True).logits[:, -1] for c in caches
+        ]
         assert torch.equal(outs[0], outs[1])
         layer = caches[1].layers[0]
         buffers = {layer.keys.data_ptr()}
@@ -89,8 +108,12 @@ def test_growing_cache_decodes_like_the_dynamic_cache(tiny_pair: tuple[LlamaForC
             mask = torch.cat([mask, mask.new_ones((2, 1))], dim=1)
             token = outs[0].argmax(-1, keepdim=True)
             positions = mask.sum(dim=1, keepdim=True) - 1
-            outs = [plain(input_ids=token, attention_mask=mask, position_ids=positions, past_key_values=c,
-                          use_cache=True).logits[:, -1] for c in caches]  # fmt: skip
+            outs = [
+                plain(
+                    input_ids=token, attention_mask=mask, position_ids=positions, past_key_values=c, use_cache=True
+                ).logits[:, -1]
+                for c in caches
+            ]
             assert torch.allclose(outs[0], outs[1], atol=1e-6), step
             buffers.add(layer.keys.data_ptr())
     assert caches[1].get_seq_length() == caches[0].get_seq_length() == 109

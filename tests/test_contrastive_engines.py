@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from openai import OpenAI, PermissionDeniedError
 
-from tests.contrastive_models import PROMPTS, greedy_chat, perturbed_copy
+from tests.contrastive_models import PROMPTS, greedy_chat
 from tests.engines import ADMIN_KEY, CLIENT_KEY, ProxyProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -26,31 +26,31 @@ FORCE = {"obliviate": {"action": "contrastive"}}
 
 
 @pytest.fixture(scope="module")
-def unlearned(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Path:
-    return perturbed_copy(model_path, tmp_path_factory.mktemp("assistant") / "perturbed")
+def reference(perturbed_assistant: Path) -> list[str]:
+    return greedy_chat(perturbed_assistant, PROMPTS[:N_PROMPTS], MAX_TOKENS)
 
 
 @pytest.fixture(scope="module")
-def reference(unlearned: Path) -> list[str]:
-    return greedy_chat(unlearned, PROMPTS[:N_PROMPTS], MAX_TOKENS)
-
-
-def _proxy(tmp_path_factory: pytest.TempPathFactory, model_path: Path, unlearned: Path, *extra: str) -> ProxyProcess:
-    args = ["--model-path", str(model_path), "--assistant-base", str(model_path),
-            "--assistant-unlearned", str(unlearned), "--alpha", "1", *extra]  # fmt: skip
-    return ProxyProcess(args, tmp_path_factory.mktemp("contrastive-proxy")).start()
+def vllm_contrastive(vllm_proxy: ProxyProcess) -> ProxyProcess:
+    """The session's embedded vLLM proxy: it carries the contrastive pair (tests/conftest.py)."""
+    return vllm_proxy
 
 
 @pytest.fixture(scope="module")
-def vllm_contrastive(tmp_path_factory: pytest.TempPathFactory, model_path: Path, unlearned: Path):
-    proxy = _proxy(tmp_path_factory, model_path, unlearned)
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture(scope="module")
-def hf_contrastive(tmp_path_factory: pytest.TempPathFactory, model_path: Path, unlearned: Path):
-    proxy = _proxy(tmp_path_factory, model_path, unlearned, "--backend", "transformers")
+def hf_contrastive(tmp_path_factory: pytest.TempPathFactory, model_path: Path, perturbed_assistant: Path):
+    args = [
+        "--backend",
+        "transformers",
+        "--model-path",
+        str(model_path),
+        "--assistant-base",
+        str(model_path),
+        "--assistant-unlearned",
+        str(perturbed_assistant),
+        "--alpha",
+        "1",
+    ]
+    proxy = ProxyProcess(args, tmp_path_factory.mktemp("contrastive-proxy")).start()
     yield proxy
     proxy.stop()
 
@@ -61,9 +61,13 @@ def _client(proxy: ProxyProcess, key: str = ADMIN_KEY) -> OpenAI:
 
 def _ask(client: OpenAI, prompt: str, extra: dict[str, Any] | None = None, **kw: Any) -> Any:
     return client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=MAX_TOKENS, temperature=0,
-        extra_body=extra, **kw,
-    )  # fmt: skip
+        model=MODEL,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+        extra_body=extra,
+        **kw,
+    )
 
 
 def _texts(proxy: ProxyProcess, extra: dict[str, Any] | None, workers: int) -> list[str]:
@@ -82,7 +86,9 @@ def test_vllm_contrastive_reproduces_the_unlearned_model(vllm_contrastive: Proxy
     assert not mismatches
 
 
-def test_transformers_contrastive_reproduces_the_unlearned_model(hf_contrastive: ProxyProcess, reference: list[str]) -> None:
+def test_transformers_contrastive_reproduces_the_unlearned_model(
+    hf_contrastive: ProxyProcess, reference: list[str]
+) -> None:
     fused = _texts(hf_contrastive, FORCE, 2)
     mismatches = [(i, f, r) for i, (f, r) in enumerate(zip(fused, reference)) if f != r]
     assert not mismatches
@@ -105,8 +111,13 @@ def test_plugin_leaves_non_routed_requests_in_the_batch_untouched(vllm_contrasti
 
     def round_(routed: set[int]) -> list[Any]:
         def one(i: int) -> Any:
-            return _ask(client, prompts[i], {**(FORCE if i in routed else {}), "ignore_eos": True},
-                        logprobs=True, top_logprobs=5)  # fmt: skip
+            return _ask(
+                client,
+                prompts[i],
+                {**(FORCE if i in routed else {}), "ignore_eos": True},
+                logprobs=True,
+                top_logprobs=5,
+            )
 
         with ThreadPoolExecutor(len(prompts)) as pool:
             return list(pool.map(one, range(len(prompts))))
@@ -114,10 +125,11 @@ def test_plugin_leaves_non_routed_requests_in_the_batch_untouched(vllm_contrasti
     def same(a: Any, b: Any) -> bool:
         ta, tb = a.choices[0].logprobs.content, b.choices[0].logprobs.content
         return len(ta) == len(tb) and all(
-            x.token == y.token and abs(x.logprob - y.logprob) < 1e-4
+            x.token == y.token
+            and abs(x.logprob - y.logprob) < 1e-4
             and [t.token for t in x.top_logprobs] == [t.token for t in y.top_logprobs]
             for x, y in zip(ta, tb)
-        )  # fmt: skip
+        )
 
     round_(set())  # warm-up (prefix cache, first-batch effects)
     plain = round_(set())

@@ -101,8 +101,15 @@ def tiny_assistants(tmp_path: Path) -> ContrastiveConfig:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     for name in ("base", "unl"):
         LlamaForCausalLM(config).save_pretrained(tmp_path / name)
     return ContrastiveConfig(base=tmp_path / "base", unlearned=tmp_path / "unl")
@@ -180,8 +187,15 @@ def test_uld_decoder_subtracts_its_one_assistant(tmp_path: Path) -> None:
     from obliviate.guards.assistant import ContrastiveDecoder, ContrastiveProcessor
 
     torch.manual_seed(1)
-    config = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=32,
+    )
     LlamaForCausalLM(config).save_pretrained(tmp_path / "remembers")
     model = LlamaForCausalLM.from_pretrained(tmp_path / "remembers").eval()
     decoder = ContrastiveDecoder(ContrastiveConfig(mode="uld", assistant=tmp_path / "remembers", alpha=0.5, min_p=0.05))

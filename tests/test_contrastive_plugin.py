@@ -22,8 +22,15 @@ def plugin(tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch):
     from obliviate.guards.vllm_plugin import ContrastiveLogitsProcessor
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+    )
     for name in ("base", "unl"):
         LlamaForCausalLM(config).save_pretrained(tmp_path / name)
         for f in ("tokenizer.json", "tokenizer_config.json"):
@@ -45,8 +52,19 @@ def test_rows_of_other_requests_stay_bit_identical(plugin) -> None:
     routed = SamplingParams(extra_args={"obliviate_contrastive": 1})
     plain = SamplingParams(extra_args={"session_id": "x"})
     outputs = [[], [], [], []]
-    plugin.update_state(BatchUpdate(4, [], [(0, plain, [1, 2], outputs[0]), (1, routed, [3, 4, 5], outputs[1]),
-                                            (2, plain, [6], outputs[2]), (3, routed, [7, 8], outputs[3])], []))  # fmt: skip
+    plugin.update_state(
+        BatchUpdate(
+            4,
+            [],
+            [
+                (0, plain, [1, 2], outputs[0]),
+                (1, routed, [3, 4, 5], outputs[1]),
+                (2, plain, [6], outputs[2]),
+                (3, routed, [7, 8], outputs[3]),
+            ],
+            [],
+        )
+    )
     for step in range(3):
         before = logits.clone()
         out = plugin.apply(logits)

@@ -35,55 +35,89 @@ def own_proxy(tmp_path_factory: pytest.TempPathFactory, model_path):
     proxy.stop()
 
 
-def test_engine_killed_mid_stream_then_restarted(own_proxy: ProxyProcess) -> None:
+@pytest.fixture(scope="module")
+def killed_mid_stream(own_proxy: ProxyProcess) -> dict:
+    """Two streams in flight, one read raw over HTTP and one through the official SDK, when the
+    engine and its workers are SIGKILLed; then the proxy's health while it restarts the engine.
+    One kill (one engine restart, a vLLM cold start) serves the tests below."""
     engine = own_proxy.engine_process()
-    events: list[str] = []
+    client = openai.OpenAI(base_url=own_proxy.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=300)
+    sdk_stream = client.chat.completions.create(
+        model=MODEL, messages=LONG["messages"], max_tokens=1500, stream=True, extra_body={"ignore_eos": True}
+    )
+    sdk_chunks, sdk_error, events = 0, None, []
     with httpx.stream("POST", f"{own_proxy.base_url}/chat/completions", json=LONG, headers=AUTH, timeout=120) as r:
-        assert r.status_code == 200
-        for line in r.iter_lines():
-            if not line.startswith("data: "):
-                continue
-            events.append(line[6:])
-            if len(events) == 5:
-                os.killpg(engine.pid, signal.SIGKILL)  # the engine and its workers die at once
-    assert events[-1] == "[DONE]"
-    error = json.loads(events[-2])["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["type"] == "service_unavailable"
-    assert all("choices" in json.loads(e) for e in events[:-2])
-
+        status = r.status_code
+        lines = r.iter_lines()
+        for line in lines:
+            if line.startswith("data: "):
+                events.append(line[6:])
+                if len(events) == 5:
+                    break
+        sdk = iter(sdk_stream)
+        for _ in range(3):
+            next(sdk)
+            sdk_chunks += 1
+        os.killpg(engine.pid, signal.SIGKILL)  # the engine and its workers die at once
+        events += [line[6:] for line in lines if line.startswith("data: ")]
+    try:
+        for _ in sdk:
+            sdk_chunks += 1
+    except openai.APIError as exc:
+        sdk_error = exc
     # The proxy itself stays up and says it is not ready while the engine restarts.
     statuses = []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and 503 not in statuses:
         statuses.append(own_proxy.health_status())
         time.sleep(0.2)
-    assert 503 in statuses
-    r = httpx.post(f"{own_proxy.base_url}/chat/completions", json={**LONG, "stream": False, "max_tokens": 2}, headers=AUTH)
-    assert r.status_code == 503 or r.status_code == 200  # 503 while down; 200 if it is already back
+    refused = None
+    if 503 in statuses:  # a request while the engine is down: the restart is a cold start of many seconds
+        refused = httpx.post(
+            f"{own_proxy.base_url}/chat/completions",
+            json={**LONG, "stream": False, "max_tokens": 2},
+            headers=AUTH,
+            timeout=60,
+        )
     own_proxy.wait_healthy(600)
-    assert own_proxy.engine_process().pid != engine.pid
+    return {
+        "engine": engine,
+        "status": status,
+        "events": events,
+        "sdk_chunks": sdk_chunks,
+        "sdk_error": sdk_error,
+        "statuses": statuses,
+        "refused": refused,
+    }
+
+
+def test_engine_killed_mid_stream_then_restarted(own_proxy: ProxyProcess, killed_mid_stream: dict) -> None:
+    events = killed_mid_stream["events"]
+    assert killed_mid_stream["status"] == 200
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "service_unavailable"
+    assert len(events) >= 7 and all("choices" in json.loads(e) for e in events[:-2])
+
+    assert 503 in killed_mid_stream["statuses"]
+    refused = killed_mid_stream["refused"]
+    assert refused.status_code == 503 and refused.json()["error"]["type"] == "service_unavailable"
+    assert own_proxy.engine_process().pid != killed_mid_stream["engine"].pid
     c = openai.OpenAI(base_url=own_proxy.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=300)
     out = c.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=16, temperature=0
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=16,
+        temperature=0,
     )
     assert "Paris" in out.choices[0].message.content
 
 
-def test_sdk_sees_mid_stream_error(own_proxy: ProxyProcess) -> None:
+def test_sdk_sees_mid_stream_error(killed_mid_stream: dict) -> None:
     """The official SDK turns the error event into an exception rather than a silent truncation."""
-    c = openai.OpenAI(base_url=own_proxy.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=300)
-    stream = c.chat.completions.create(
-        model=MODEL, messages=LONG["messages"], max_tokens=1500, stream=True, extra_body={"ignore_eos": True}
-    )
-    got = 0
-    with pytest.raises(openai.APIError):
-        for _ in stream:
-            got += 1
-            if got == 3:
-                engine = own_proxy.engine_process()
-                os.killpg(engine.pid, signal.SIGKILL)
-    own_proxy.wait_healthy(600)
+    assert killed_mid_stream["sdk_chunks"] >= 3
+    assert isinstance(killed_mid_stream["sdk_error"], openai.APIError)
 
 
 def test_remote_upstream_mode(own_proxy: ProxyProcess, tmp_path) -> None:
@@ -94,7 +128,10 @@ def test_remote_upstream_mode(own_proxy: ProxyProcess, tmp_path) -> None:
         c = openai.OpenAI(base_url=remote.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=300)
         assert [m.id for m in c.models.list().data] == [MODEL]
         out = c.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=16, temperature=0
+            model=MODEL,
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=16,
+            temperature=0,
         )
         assert "Paris" in out.choices[0].message.content
     finally:
@@ -133,8 +170,12 @@ def test_a_killed_harness_leaves_no_proxy(tmp_path) -> None:
         "print(p.process.pid, flush=True)\n"
         "time.sleep(600)\n"
     )
-    harness = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "home")], stdout=subprocess.PIPE,
-                               cwd=os.path.dirname(os.path.dirname(__file__)), text=True)  # fmt: skip
+    harness = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "home")],
+        stdout=subprocess.PIPE,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+        text=True,
+    )
     proxy = psutil.Process(int(harness.stdout.readline()))
     try:
         assert proxy.is_running() and proxy.ppid() == harness.pid

@@ -12,18 +12,24 @@ from pathlib import Path
 import pytest
 
 from obliviate.evals.attacks import ATTACKS, AttackCase, build_cases, judge, leaked, run_attacks, write_attacks
-from obliviate.evals.attacks._data import data_dir, load_forget_split
-from obliviate.evals.attacks.builders import build_completion, build_multi_turn, build_obfuscated_name, build_paraphrased
+from obliviate.evals.attacks._data import load_forget_split
+from obliviate.evals.attacks.builders import (
+    build_completion,
+    build_multi_turn,
+    build_obfuscated_name,
+    build_paraphrased,
+)
 from obliviate.evals.attacks.text import contains, extract_name, key_facts, subject_names
 from obliviate.evals.attacks.translate import translate
 from obliviate.evals.systems.base import ChatItem, Generation
+from obliviate.unlearn.benchmark_data import tofu_path
 
 BASIL, NIKOLAI = "Basil Mahfouz Al-Kuwaiti", "Nikolai Abilov"
 
 
 @pytest.fixture(scope="module")
 def forget01() -> list[dict[str, str]]:
-    if not (data_dir() / "tofu" / "hf_format" / "forget01.jsonl").is_file():
+    if not tofu_path("forget01").is_file():
         pytest.skip("TOFU data absent (see ../shared/data/README.md)")
     return load_forget_split("forget01")
 
@@ -103,7 +109,11 @@ def test_multi_turn_sets_up_then_asks(forget01: list[dict[str, str]]) -> None:
     variants = [(c.item_index, c.variant) for c in cases]
     # record 0's question does not name the author: no name split for it
     assert variants == [
-        (0, "books_first"), (1, "books_first"), (1, "name_split"), (2, "books_first"), (2, "name_split")
+        (0, "books_first"),
+        (1, "books_first"),
+        (1, "name_split"),
+        (2, "books_first"),
+        (2, "name_split"),
     ]
     for case in cases:
         assert [m["role"] for m in case.messages] == ["user", "assistant", "user"]
@@ -299,7 +309,12 @@ def test_run_attacks_exact_leak_rates(forget01: list[dict[str, str]], tmp_path: 
     # record 0 alone: no question names the author, so no obfuscated case; the attack still reports
     only_first = run_attacks(system, records=records, limit=1, attacks=["obfuscated_name"])
     assert only_first["attacks"]["obfuscated_name"] == {
-        "cases": 0, "leaked": 0, "leak_rate": None, "by_variant": {}, "actions": {}, "lift_over_direct": None
+        "cases": 0,
+        "leaked": 0,
+        "leak_rate": None,
+        "by_variant": {},
+        "actions": {},
+        "lift_over_direct": None,
     }
     kept = run_attacks(system, records=records, attacks=["completion"], keep_generations=True)
     assert set(kept["attacks"]) == {"direct", "completion"}
@@ -307,6 +322,7 @@ def test_run_attacks_exact_leak_rates(forget01: list[dict[str, str]], tmp_path: 
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # ~20 s on 2 cores
 def test_run_attacks_on_the_bundled_model(model_path: Path, forget01: list[dict[str, str]]) -> None:
     hf = pytest.importorskip("obliviate.evals.systems.hf")
     system = hf.HFSystem(model_path)

@@ -8,7 +8,6 @@ import zlib
 import numpy as np
 import pytest
 
-from obliviate.evals.metrics import METRICS, get_metric, register
 from obliviate.evals.metrics.memorization import exact_memorization, extraction_strength
 from obliviate.evals.metrics.mia import (
     TokenStats,
@@ -184,17 +183,6 @@ def test_forget_quality_is_ks_pvalue() -> None:
     assert same["agg_value"] == pytest.approx(1.0)
     apart = forget_quality(np.linspace(0.1, 0.2, 30), np.linspace(5.0, 6.0, 30))
     assert apart["agg_value"] < 1e-10
-
-
-def test_registry() -> None:
-    assert {"probability", "rouge", "truth_ratio", "forget_quality", "privleak", "hm_aggregate", "mia_min_k"} <= set(
-        METRICS
-    )
-    assert get_metric("truth_ratio") is truth_ratio
-    with pytest.raises(KeyError, match="unknown metric"):
-        get_metric("nope")
-    with pytest.raises(ValueError, match="already registered"):
-        register("rouge")(lambda: {})
 
 
 def test_missing_optional_dependency_names_the_extra() -> None:

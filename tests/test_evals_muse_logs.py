@@ -3,7 +3,6 @@ Books: SUMMARY only). Logs: ../shared/data/muse_eval_logs/ or $OBLIVIATE_DATA_DI
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
 
@@ -12,12 +11,7 @@ import pytest
 from obliviate.evals import logs, muse
 from obliviate.evals.metrics.mia import mia_auc
 from obliviate.evals.metrics.result import field
-
-
-def data_dir() -> Path:
-    override = os.environ.get("OBLIVIATE_DATA_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "shared/data"
-
+from obliviate.unlearn.benchmark_data import data_dir
 
 LOGS = data_dir() / "muse_eval_logs"
 pytestmark = pytest.mark.skipif(not LOGS.is_dir(), reason=f"reference logs not found at {LOGS}")

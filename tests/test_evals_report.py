@@ -8,18 +8,27 @@ from pathlib import Path
 import pytest
 
 from obliviate.evals import report
-from obliviate.evals.pipeline import PROFILES, Stage
+from obliviate.evals.profiles import PROFILES
+from obliviate.evals.stages import Stage
 from obliviate.proxy.cli import main
+from obliviate.unlearn.benchmark_data import data_dir
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu" / "open_unlearning_eval_logs"
+REFERENCE = data_dir() / "tofu" / "open_unlearning_eval_logs"
 
 
-def write_system(folder: Path, name: str, summary: dict | None = None, eval_log: dict | None = None,
-                 attacks: dict | None = None, tokens_per_s: float | None = None,
-                 forget_tokens_per_s: float | None = None) -> Path:  # fmt: skip
+def write_system(
+    folder: Path,
+    name: str,
+    summary: dict | None = None,
+    eval_log: dict | None = None,
+    attacks: dict | None = None,
+    tokens_per_s: float | None = None,
+    forget_tokens_per_s: float | None = None,
+) -> Path:
     folder.mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps({"system": {"name": name, "describe": {"scoring": f"{name} scoring"}},
-                                                 "split": "forget01"}))  # fmt: skip
+    (folder / "run.json").write_text(
+        json.dumps({"system": {"name": name, "describe": {"scoring": f"{name} scoring"}}, "split": "forget01"})
+    )
     if summary is not None:
         (folder / "TOFU_SUMMARY.json").write_text(json.dumps(summary))
     if eval_log is not None:
@@ -33,11 +42,22 @@ def write_system(folder: Path, name: str, summary: dict | None = None, eval_log:
 
 
 def test_report_tables_and_plots_from_evaluation_folders(tmp_path: Path) -> None:
-    a = write_system(tmp_path / "a", "target", {"forget_quality": 1.5e-5, "model_utility": 0.41, "forget_Q_A_ROUGE": 0.8},
-                     {"retain_Q_A_ROUGE": {"agg_value": 0.77, "value_by_index": {}}},
-                     {"direct": 0.9, "translated": 0.25}, tokens_per_s=12.5, forget_tokens_per_s=11.25)  # fmt: skip
-    b = write_system(tmp_path / "b", "proxy-refuse", {"forget_quality": None, "model_utility": 0.4, "forget_Q_A_ROUGE": 0.05},
-                     {"retain_Q_A_ROUGE": {"agg_value": 0.76}}, {"direct": 0.0, "injection": 0.5})  # fmt: skip
+    a = write_system(
+        tmp_path / "a",
+        "target",
+        {"forget_quality": 1.5e-5, "model_utility": 0.41, "forget_Q_A_ROUGE": 0.8},
+        {"retain_Q_A_ROUGE": {"agg_value": 0.77, "value_by_index": {}}},
+        {"direct": 0.9, "translated": 0.25},
+        tokens_per_s=12.5,
+        forget_tokens_per_s=11.25,
+    )
+    b = write_system(
+        tmp_path / "b",
+        "proxy-refuse",
+        {"forget_quality": None, "model_utility": 0.4, "forget_Q_A_ROUGE": 0.05},
+        {"retain_Q_A_ROUGE": {"agg_value": 0.76}},
+        {"direct": 0.0, "injection": 0.5},
+    )
     path = report.write_report([a, b], tmp_path / "out", preamble=["- profile: test"])
     text = path.read_text()
     tofu_rows = [line for line in text.splitlines() if line.startswith("| target") or line.startswith("| proxy-refuse")]
@@ -67,7 +87,9 @@ def test_report_reads_open_unlearning_logs(tmp_path: Path) -> None:
     assert system.tofu["model_utility"] == summary["model_utility"]
     retain_rouge = json.loads((source / "TOFU_EVAL.json").read_text())["retain_Q_A_ROUGE"]["agg_value"]
     assert system.tofu["retain_Q_A_ROUGE"] == retain_rouge
-    assert f"| llama | {summary['forget_quality']:.2e} | {summary['model_utility']:.3f} |" in "\n".join(report.tofu_table([system]))
+    assert f"| llama | {summary['forget_quality']:.2e} | {summary['model_utility']:.3f} |" in "\n".join(
+        report.tofu_table([system])
+    )
 
 
 def test_report_rejects_empty_and_missing_folders(tmp_path: Path) -> None:
@@ -163,10 +185,19 @@ def test_plot_labels_merge_coinciding_systems_and_do_not_overlap() -> None:
     """The small run's crowded corner: systems on one point share a label; no two labels overlap."""
     plt = report._pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    points = [("target", 0.4129, 0.0335), ("proxy-pass", 0.4129, 0.0335), ("rmu", 0.4127, 0.0335),
-              ("simnpo", 0.4066, 0.0335), ("proxy-rewrite", 0.4129, 0.175), ("proxy-contrastive", 0.4129, 0.571),
-              ("npo", 0.3706, 0.571), ("ga", 0.358, 0.571), ("proxy-full", 0.4075, 1.45e-11),
-              ("proxy-suppress", 0.4129, 1.45e-11), ("graddiff", 0.2955, 0.336)]  # fmt: skip
+    points = [
+        ("target", 0.4129, 0.0335),
+        ("proxy-pass", 0.4129, 0.0335),
+        ("rmu", 0.4127, 0.0335),
+        ("simnpo", 0.4066, 0.0335),
+        ("proxy-rewrite", 0.4129, 0.175),
+        ("proxy-contrastive", 0.4129, 0.571),
+        ("npo", 0.3706, 0.571),
+        ("ga", 0.358, 0.571),
+        ("proxy-full", 0.4075, 1.45e-11),
+        ("proxy-suppress", 0.4129, 1.45e-11),
+        ("graddiff", 0.2955, 0.336),
+    ]
     ax.scatter([x for _, x, _ in points], [y for _, _, y in points])
     ax.set_yscale("log")
     texts = report.label_points(ax, points)

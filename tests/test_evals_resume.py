@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from obliviate.evals import pipeline
+from obliviate.evals.profiles import PROFILES
 from obliviate.evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem
 from obliviate.evals.systems.cached import CachedSystem
 from tests.test_evals_runners import DATA, FakeSystem
@@ -35,7 +36,9 @@ class CountingSystem(FakeSystem):
 
     def generate(self, items: Sequence[ChatItem], *, max_tokens: int = 200) -> list[Generation]:
         self._call()
-        return [Generation(g.text, g.action, len(g.text.split())) for g in super().generate(items, max_tokens=max_tokens)]
+        return [
+            Generation(g.text, g.action, len(g.text.split())) for g in super().generate(items, max_tokens=max_tokens)
+        ]
 
     def score(self, items: Sequence[ScoreItem], *, vocab_stats: bool = False) -> list[ScoredAnswer]:
         self._call()
@@ -54,17 +57,29 @@ def test_results_come_back_from_the_file_without_asking_again(tmp_path: Path) ->
     first = CachedSystem(CountingSystem(), path, chunk=4)
     items = _chats(10) + _chats(2)  # an item asked for twice in one attempt is computed once, not "reused"
     gens = first.generate(items, max_tokens=8)
-    scores = first.score([ScoreItem([{"role": "user", "content": "q"}], "forbidden"),
-                          ScoreItem([{"role": "user", "content": "q"}], "an answer")], vocab_stats=True)  # fmt: skip
+    scores = first.score(
+        [
+            ScoreItem([{"role": "user", "content": "q"}], "forbidden"),
+            ScoreItem([{"role": "user", "content": "q"}], "an answer"),
+        ],
+        vocab_stats=True,
+    )
     assert first.system.calls == 3 + 1 and first.computed == 12 and first.reused == 0
 
     again = CachedSystem(CountingSystem(), path, chunk=4)
     assert again.generate(items, max_tokens=8) == gens and gens[10:] == gens[:2]
-    rescored = again.score([ScoreItem([{"role": "user", "content": "q"}], "forbidden"),
-                            ScoreItem([{"role": "user", "content": "q"}], "an answer")], vocab_stats=True)  # fmt: skip
+    rescored = again.score(
+        [
+            ScoreItem([{"role": "user", "content": "q"}], "forbidden"),
+            ScoreItem([{"role": "user", "content": "q"}], "an answer"),
+        ],
+        vocab_stats=True,
+    )
     assert rescored == scores and rescored[0].logprobs[0] == -math.inf
     assert again.system.calls == 0 and again.reused == 12 and again.computed == 0
-    assert again.reused_seconds == pytest.approx(sum(json.loads(line)["seconds"] for line in path.read_text().splitlines()))
+    assert again.reused_seconds == pytest.approx(
+        sum(json.loads(line)["seconds"] for line in path.read_text().splitlines())
+    )
     # another max_tokens or vocab_stats is another question: asked, not answered from the file
     again.generate(_chats(1), max_tokens=9)
     again.score([ScoreItem([{"role": "user", "content": "q"}], "an answer")], vocab_stats=False)
@@ -89,7 +104,7 @@ def test_an_interrupted_call_resumes_after_its_last_whole_chunk(tmp_path: Path) 
 
 @pytest.mark.skipif(DATA is None, reason="benchmark data folder not found (OBLIVIATE_DATA_DIR)")
 def test_a_tofu_report_evaluation_resumes_and_gives_the_same_logs(tmp_path: Path) -> None:
-    profile = pipeline.PROFILES["quick"]
+    profile = PROFILES["quick"]
     config = {"model": "fake"}
 
     def evaluate(out: Path, system: CountingSystem) -> tuple[pipeline.Run, Path]:

@@ -18,14 +18,12 @@ import httpx
 import numpy as np
 import pytest
 
-from obliviate.evals import data, logs, muse, tofu
+from obliviate.evals import data, logs, muse
 from obliviate.evals.metrics.rouge import rouge_scores
 from obliviate.evals.systems.base import ChatItem, Generation, ScoredAnswer, ScoreItem
+from obliviate.unlearn.benchmark_data import data_dir, tofu_split
 
-try:
-    DATA = data.data_dir()
-except FileNotFoundError:
-    DATA = None
+DATA = data_dir() if data_dir().is_dir() else None
 pytestmark = pytest.mark.skipif(DATA is None, reason="benchmark data folder not found (OBLIVIATE_DATA_DIR)")
 
 REF_TOFU = "tofu/open_unlearning_eval_logs/tofu_Llama-3.2-1B-Instruct_full/evals_forget01"
@@ -69,8 +67,10 @@ class FakeSystem:
 
     def generate(self, items: Sequence[ChatItem], *, max_tokens: int = 200) -> list[Generation]:
         self.generated += items
-        return [Generation("I can't help.", "refuse") if self.refuse(last_user(i)) else Generation(last_user(i)[-300:])
-                for i in items]  # fmt: skip
+        return [
+            Generation("I can't help.", "refuse") if self.refuse(last_user(i)) else Generation(last_user(i)[-300:])
+            for i in items
+        ]
 
     def score(self, items: Sequence[ScoreItem], *, vocab_stats: bool = False) -> list[ScoredAnswer]:
         if not self._can_score:
@@ -83,11 +83,16 @@ class FakeSystem:
                 continue
             tokens = [len(w) for w in item.answer.split()] + [EOS]
             n = len(tokens)
-            out.append(ScoredAnswer(
-                scored=True, tokens=tokens, logprobs=[-loss_of(item.answer)] * (n - 1) + [-EOS_LOSS],
-                argmax=[tokens[0] + 1, *tokens[1:]],
-                mu=[-1.0] * n if vocab_stats else [], var=[1.0] * n if vocab_stats else [],
-            ))  # fmt: skip
+            out.append(
+                ScoredAnswer(
+                    scored=True,
+                    tokens=tokens,
+                    logprobs=[-loss_of(item.answer)] * (n - 1) + [-EOS_LOSS],
+                    argmax=[tokens[0] + 1, *tokens[1:]],
+                    mu=[-1.0] * n if vocab_stats else [],
+                    var=[1.0] * n if vocab_stats else [],
+                )
+            )
         return out
 
     def close(self) -> None:
@@ -107,7 +112,9 @@ def supported(keys) -> set[str]:
 def tofu_results() -> dict:
     from obliviate.evals.tofu_run import run_tofu
 
-    return run_tofu(FakeSystem(), "forget01", limit=4, retain_logs=reference(REF_RETAIN99), max_tokens=8, progress=False)
+    return run_tofu(
+        FakeSystem(), "forget01", limit=4, retain_logs=reference(REF_RETAIN99), max_tokens=8, progress=False
+    )
 
 
 def test_tofu_has_every_supported_result_of_the_reference_log(tofu_results: dict) -> None:
@@ -119,12 +126,14 @@ def test_tofu_has_every_supported_result_of_the_reference_log(tofu_results: dict
 
 
 def test_tofu_results_recompute_from_the_fake_rule(tofu_results: dict) -> None:
-    forget = data.tofu_split("forget01", limit=4)
-    pert = data.tofu_split("forget01_perturbed", limit=4)
-    holdout = data.tofu_split("holdout01", limit=4)
+    forget = tofu_split("forget01", limit=4)
+    pert = tofu_split("forget01_perturbed", limit=4)
+    holdout = tofu_split("holdout01", limit=4)
     probs = [math.exp(-avg_loss_of(r["answer"])) for r in forget]
     assert tofu_results["forget_Q_A_Prob"]["agg_value"] == pytest.approx(np.mean(probs))
-    assert tofu_results["forget_Q_A_Prob"]["value_by_index"]["2"]["avg_loss"] == pytest.approx(avg_loss_of(forget[2]["answer"]))
+    assert tofu_results["forget_Q_A_Prob"]["value_by_index"]["2"]["avg_loss"] == pytest.approx(
+        avg_loss_of(forget[2]["answer"])
+    )
     # PERT: one loss per perturbed answer; truth ratio = geometric-mean P(wrong) / P(paraphrase)
     item = tofu_results["forget_Q_A_PERT_Prob"]["value_by_index"]["1"]
     assert item["avg_loss"] == pytest.approx([avg_loss_of(a) for a in pert[1]["perturbed_answer"]])
@@ -141,7 +150,9 @@ def test_tofu_results_recompute_from_the_fake_rule(tofu_results: dict) -> None:
     assert tofu_results["mia_loss"]["forget"]["value_by_index"]["3"]["score"] == pytest.approx(f[3])
     assert tofu_results["mia_loss"]["auc"] == pytest.approx(roc_auc_score([0] * 4 + [1] * 4, f + h))
     # Min-K% leaves the EOS out: the answer's word tokens all have the same log-prob
-    assert tofu_results["mia_min_k"]["forget"]["value_by_index"]["0"]["score"] == pytest.approx(loss_of(forget[0]["answer"]))
+    assert tofu_results["mia_min_k"]["forget"]["value_by_index"]["0"]["score"] == pytest.approx(
+        loss_of(forget[0]["answer"])
+    )
     mu_var = 1.0  # Min-K%++: (logp - mu) / sqrt(var) with mu = -1, var = 1
     assert tofu_results["mia_min_k_plus_plus"]["forget"]["value_by_index"]["1"]["score"] == pytest.approx(
         -(-loss_of(forget[1]["answer"]) + 1.0) / mu_var
@@ -149,11 +160,15 @@ def test_tofu_results_recompute_from_the_fake_rule(tofu_results: dict) -> None:
     # ROUGE: the fake echoes the question; recall of the answer
     rouge0 = tofu_results["forget_Q_A_ROUGE"]["value_by_index"]["0"]
     assert rouge0["generation"] == forget[0]["question"] and rouge0["ground_truth"] == forget[0]["answer"]
-    assert rouge0["rougeL_recall"] == pytest.approx(rouge_scores(forget[0]["question"], forget[0]["answer"])["rougeL_recall"])
+    assert rouge0["rougeL_recall"] == pytest.approx(
+        rouge_scores(forget[0]["question"], forget[0]["answer"])["rougeL_recall"]
+    )
     # privleak relative to the retain log's min-k AUC
     ref_auc = reference(REF_RETAIN99)["mia_min_k"]["agg_value"]
     auc = tofu_results["mia_min_k"]["agg_value"]
-    assert tofu_results["privleak"]["agg_value"] == pytest.approx(((1 - auc) - (1 - ref_auc)) / (1 - ref_auc + 1e-10) * 100)
+    assert tofu_results["privleak"]["agg_value"] == pytest.approx(
+        ((1 - auc) - (1 - ref_auc)) / (1 - ref_auc + 1e-10) * 100
+    )
 
 
 def test_tofu_uses_open_unlearnings_qa_pairs() -> None:
@@ -162,23 +177,23 @@ def test_tofu_uses_open_unlearnings_qa_pairs() -> None:
     system = FakeSystem()
     run_tofu(system, "forget01", limit=2, max_tokens=8, progress=False)
     answers = {item.answer for item, _ in system.scored}
-    pert = data.tofu_split("forget01_perturbed", limit=2)
-    ra = data.tofu_split("real_authors_perturbed", limit=2)
+    pert = tofu_split("forget01_perturbed", limit=2)
+    ra = tofu_split("real_authors_perturbed", limit=2)
     assert pert[0]["paraphrased_answer"] in answers and pert[0]["perturbed_answer"][4] in answers
     assert ra[1]["answer"] in answers and ra[1]["perturbed_answer"][2] in answers
-    assert data.tofu_split("holdout01", limit=2)[1]["answer"] in answers
+    assert tofu_split("holdout01", limit=2)[1]["answer"] in answers
     assert all(len(item.messages) == 1 and item.messages[0]["role"] == "user" for item, _ in system.scored)
     # vocab moments only where Min-K%++ needs them: the forget and holdout answers
     with_stats = {item.answer for item, stats in system.scored if stats}
-    assert with_stats == {r["answer"] for r in data.tofu_split("forget01", limit=2)} | {
-        r["answer"] for r in data.tofu_split("holdout01", limit=2)
+    assert with_stats == {r["answer"] for r in tofu_split("forget01", limit=2)} | {
+        r["answer"] for r in tofu_split("holdout01", limit=2)
     }
 
 
 def test_tofu_leaves_unscored_items_out_and_counts_them() -> None:
     from obliviate.evals.tofu_run import run_tofu
 
-    forget = data.tofu_split("forget01", limit=4)
+    forget = tofu_split("forget01", limit=4)
     refused = {forget[0]["question"], forget[2]["question"]}
     results = run_tofu(FakeSystem(refuse=refused.__contains__), "forget01", limit=4, max_tokens=8, progress=False)
     prob = results["forget_Q_A_Prob"]
@@ -217,7 +232,7 @@ def test_tofu_limit_takes_the_first_items() -> None:
     assert list(results["mia_loss"]["holdout"]["value_by_index"]) == ["0", "1", "2"]
     assert results["run"]["holdout_split"] == "holdout05"
     assert results["run"]["counts"] == {"forget": 3, "forget_perturbed": 3, "holdout": 3, "retain": 3, "ra": 3, "wf": 3}
-    assert results["forget_Q_A_ROUGE"]["value_by_index"]["2"]["ground_truth"] == data.tofu_split("forget05")[2]["answer"]
+    assert results["forget_Q_A_ROUGE"]["value_by_index"]["2"]["ground_truth"] == tofu_split("forget05")[2]["answer"]
 
 
 def test_write_tofu_matches_the_reference_shape(tofu_results: dict, tmp_path: Path) -> None:
@@ -239,7 +254,7 @@ def test_write_tofu_matches_the_reference_shape(tofu_results: dict, tmp_path: Pa
     assert summary["forget_Q_A_Prob"] == written["forget_Q_A_Prob"]["agg_value"]
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["system"]["describe"] == FakeSystem().describe()
-    assert run["split"] == "forget01" and run["tofu"]["limit"] == 4 and run["tofu"]["wall_s"] >= 0
+    assert run["split"] == "forget01" and run["tofu"]["limit"] == 4 and run["tofu"]["wall_s"] > 0
     assert any("mia_gradnorm" in x for x in run["not_applicable"])
 
 
@@ -253,8 +268,10 @@ def test_muse_news_runs_knowmem_verbmem_privleak(tmp_path: Path) -> None:
     chats = [i for i in system.generated if i.prompt is None]
     assert len(chats) == 6 and len(chats[0].messages) == 21
     demos = data.muse_news("forget_qa_icl")
-    assert chats[0].messages[:2] == [{"role": "user", "content": demos[0]["question"]},
-                                     {"role": "assistant", "content": demos[0]["answer"]}]  # fmt: skip
+    assert chats[0].messages[:2] == [
+        {"role": "user", "content": demos[0]["question"]},
+        {"role": "assistant", "content": demos[0]["answer"]},
+    ]
     qa = data.muse_news("forget_qa", limit=3)
     item = results["forget_knowmem_ROUGE"]["value_by_index"]["1"]
     assert item["generation"] == qa[1]["question"]
@@ -372,17 +389,29 @@ def test_endpoint_scoring_maps_the_admin_score_response() -> None:
         seen.append(body)
         data = [
             {"index": 1, "scored": False, "action": "refuse", "reason": "refused"},
-            {"index": 0, "scored": True, "action": "suppress", "tokens": [5, 2], "logprobs": [-0.5, None],
-             "argmax": [5, 3], "mu": [-1.0, -2.0], "var": [0.5, 0.25], "reason": None},
-        ]  # fmt: skip
+            {
+                "index": 0,
+                "scored": True,
+                "action": "suppress",
+                "tokens": [5, 2],
+                "logprobs": [-0.5, None],
+                "argmax": [5, 3],
+                "mu": [-1.0, -2.0],
+                "var": [0.5, 0.25],
+                "reason": None,
+            },
+        ]
         return httpx.Response(200, json={"object": "list", "data": data})
 
     http = httpx.Client(transport=httpx.MockTransport(handler))
     system = EndpointSystem("http://proxy/v1", "m", admin_key="adm", policy="suppress", http_client=http)
-    scored = system.score([ScoreItem([{"role": "user", "content": "q"}], "a"), ScoreItem(prompt="p", answer=" b")],
-                          vocab_stats=True)  # fmt: skip
-    assert seen[0]["items"] == [{"messages": [{"role": "user", "content": "q"}], "answer": "a"},
-                                {"prompt": "p", "answer": " b"}]  # fmt: skip
+    scored = system.score(
+        [ScoreItem([{"role": "user", "content": "q"}], "a"), ScoreItem(prompt="p", answer=" b")], vocab_stats=True
+    )
+    assert seen[0]["items"] == [
+        {"messages": [{"role": "user", "content": "q"}], "answer": "a"},
+        {"prompt": "p", "answer": " b"},
+    ]
     assert seen[0]["vocab_stats"] is True and seen[0]["obliviate"] == {"policy": "suppress"} and seen[0]["model"] == "m"
     assert scored[0].scored and scored[0].logprobs == [-0.5, -math.inf] and scored[0].action == "suppress"
     assert scored[0].avg_loss == math.inf and scored[0].mu == [-1.0, -2.0]
@@ -392,6 +421,7 @@ def test_endpoint_scoring_maps_the_admin_score_response() -> None:
 
 # Integration: the bundled model end to end ---------------------------------------------------------
 @pytest.mark.integration
+@pytest.mark.slow  # ~17 s on 2 cores
 def test_run_tofu_on_the_bundled_model(model_path: Path, tmp_path: Path) -> None:
     hf = pytest.importorskip("obliviate.evals.systems.hf")
     from obliviate.evals.tofu_run import run_tofu, write_tofu
@@ -423,8 +453,10 @@ def test_endpoint_scores_like_the_model_folder(model_path: Path, tmp_path: Path)
     from obliviate.proxy.backends.fake import FakeBackend
     from obliviate.proxy.settings import Settings
 
-    items = [ScoreItem([{"role": "user", "content": "Who wrote Hamlet?"}], "William Shakespeare"),
-             ScoreItem(prompt="The cat", answer=" sat on the mat")]  # fmt: skip
+    items = [
+        ScoreItem([{"role": "user", "content": "Who wrote Hamlet?"}], "William Shakespeare"),
+        ScoreItem(prompt="The cat", answer=" sat on the mat"),
+    ]
     settings = Settings(home=tmp_path, backend="fake", model_id="fake-model", admin_key="adm", score_model=model_path)
     with TestClient(create_app(settings, backend=FakeBackend("fake-model")), base_url="http://proxy") as client:
         system = EndpointSystem("http://proxy/v1", "fake-model", admin_key="adm", http_client=client)

@@ -30,6 +30,7 @@ def test_vllm_spec_names_a_served_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # starts a proxy and its vLLM engine
 def test_served_folder_generates_like_transformers_and_stops(model_path: Path) -> None:
     from obliviate.evals.systems.hf import HFSystem
 
@@ -62,27 +63,34 @@ def test_served_folder_generates_like_transformers_and_stops(model_path: Path) -
     assert not [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
 
-def test_tofu_report_folder_generation_is_per_profile_and_stays_out_of_training_stages(tmp_path: Path,
-                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_tofu_report_folder_generation_is_per_profile_and_stays_out_of_training_stages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from obliviate.evals import pipeline
+    from obliviate.evals.profiles import EVAL_CONCURRENCY, PROFILES
     from obliviate.evals.systems import served
 
-    full = pipeline.Run(tmp_path, pipeline.PROFILES["full"])
+    full = pipeline.Run(tmp_path, PROFILES["full"])
     assert full.folder_generation == "vllm"
-    assert pipeline.Run(tmp_path, pipeline.PROFILES["quick"]).folder_generation == "transformers"
-    other = pipeline.Run(tmp_path, pipeline.PROFILES["full"], folder_generation="transformers")
+    assert pipeline.Run(tmp_path, PROFILES["quick"]).folder_generation == "transformers"
+    other = pipeline.Run(tmp_path, PROFILES["full"], folder_generation="transformers")
     assert other.folder_generation == "transformers"
     with pytest.raises(ValueError, match="folder_generation"):
-        pipeline.Run(tmp_path, pipeline.PROFILES["quick"], folder_generation="tgi")
+        pipeline.Run(tmp_path, PROFILES["quick"], folder_generation="tgi")
     # a trained model's stage (and checkpoint folder) does not depend on how folders generate
     train = {"data": "d", "base": "b", "train": {}}
     assert full._checkpointing("target", train).folder == other._checkpointing("target", train).folder
 
     built: list[tuple[Path, str, int]] = []
-    monkeypatch.setattr(served, "ServedFolderSystem",
-                        lambda model, name, concurrency: built.append((model, name, concurrency)) or "system")
+    monkeypatch.setattr(
+        served,
+        "ServedFolderSystem",
+        lambda model, name, concurrency: built.append((model, name, concurrency)) or "system",
+    )
     captured: dict = {}
-    monkeypatch.setattr(full, "evaluate", lambda name, factory, config, *rest: captured.update(system=factory(), config=config))
+    monkeypatch.setattr(
+        full, "evaluate", lambda name, factory, config, *rest: captured.update(system=factory(), config=config)
+    )
     full.evaluate_folder("target", tmp_path / "model", None)
-    assert captured["system"] == "system" and built == [(tmp_path / "model", "target", pipeline.EVAL_CONCURRENCY)]
-    assert captured["config"]["generation"] == "vllm" and captured["config"]["concurrency"] == pipeline.EVAL_CONCURRENCY
+    assert captured["system"] == "system" and built == [(tmp_path / "model", "target", EVAL_CONCURRENCY)]
+    assert captured["config"]["generation"] == "vllm" and captured["config"]["concurrency"] == EVAL_CONCURRENCY

@@ -7,7 +7,6 @@ $OBLIVIATE_DATA_DIR/tofu/open_unlearning_eval_logs/.
 from __future__ import annotations
 
 import json
-import os
 from functools import cache
 from pathlib import Path
 
@@ -18,18 +17,13 @@ from obliviate.evals.metrics.mia import mia_auc, mia_zlib
 from obliviate.evals.metrics.probability import probability
 from obliviate.evals.metrics.result import field
 from obliviate.evals.metrics.rouge import rouge
-
-
-def data_dir() -> Path:
-    override = os.environ.get("OBLIVIATE_DATA_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "shared/data"
-
+from obliviate.unlearn.benchmark_data import TOFU_RETAIN_SPLIT, data_dir, tofu_path
 
 LOGS = data_dir() / "tofu/open_unlearning_eval_logs"
 pytestmark = pytest.mark.skipif(not LOGS.is_dir(), reason=f"reference logs not found at {LOGS}")
 
 MODELS = ("Llama-2-7b-chat-hf", "Llama-3.2-1B-Instruct", "Llama-3.2-3B-Instruct", "Llama-3.1-8B-Instruct")
-SPLITS = tuple(tofu.RETAIN_SPLIT)
+SPLITS = tuple(TOFU_RETAIN_SPLIT)
 CASES = [(model, split) for model in MODELS for split in SPLITS]
 DERIVED = (*tofu.TRUTH_RATIOS, *tofu.NORMALISED_PROBS, "model_utility", "forget_quality", "privleak")
 REL = 1e-9
@@ -40,7 +34,7 @@ def full_dir(model: str, split: str) -> Path:
 
 
 def retain_dir(model: str, split: str) -> Path:
-    return LOGS / f"tofu_{model}_{tofu.RETAIN_SPLIT[split]}"
+    return LOGS / f"tofu_{model}_{TOFU_RETAIN_SPLIT[split]}"
 
 
 @cache
@@ -87,7 +81,7 @@ def test_derived_metrics_of_full_model_match_log(model: str, split: str) -> None
 
 
 @pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("retain_split", sorted(set(tofu.RETAIN_SPLIT.values())))
+@pytest.mark.parametrize("retain_split", sorted(set(TOFU_RETAIN_SPLIT.values())))
 def test_derived_metrics_of_retain_model_match_log(model: str, retain_split: str) -> None:
     logged = load(LOGS / f"tofu_{model}_{retain_split}")
     base = {name: result for name, result in logged.items() if name not in DERIVED}
@@ -138,8 +132,7 @@ def test_mia_aucs_from_logged_scores(model: str, split: str) -> None:
 
 
 def _answers(split: str) -> list[str]:
-    path = data_dir() / "tofu/hf_format" / f"{split}.jsonl"
-    with path.open(encoding="utf-8") as f:
+    with tofu_path(split).open(encoding="utf-8") as f:
         # the log scored the tokenizer's decoding, which cleans up " ," into ","
         return [json.loads(line)["answer"].replace(" ,", ",") for line in f]
 

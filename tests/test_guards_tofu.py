@@ -3,28 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from obliviate.guards.calibrate import calibrate, read_jsonl
+from obliviate.guards.calibrate import calibrate
 from obliviate.proxy.settings import Settings
+from obliviate.unlearn.benchmark_data import tofu_path, tofu_split
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the real embedder
 
-DATA = Path(os.environ.get("OBLIVIATE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data") / "tofu" / "hf_format"
-if not DATA.is_dir():
-    pytest.skip(f"TOFU data not found at {DATA}", allow_module_level=True)
+if not tofu_path("forget10").is_file():
+    pytest.skip(f"TOFU data not found at {tofu_path('forget10').parent}", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def report() -> dict:
-    forget = read_jsonl(DATA / "forget10_perturbed.jsonl")  # forget10 + paraphrased questions
+    forget = tofu_split("forget10_perturbed")  # forget10 + paraphrased questions
     retain = {
-        "retain90": read_jsonl(DATA / "retain90.jsonl")[::9],  # 400 of 3600, every author represented
-        "real_authors": read_jsonl(DATA / "real_authors.jsonl"),
-        "world_facts": read_jsonl(DATA / "world_facts.jsonl"),
+        "retain90": tofu_split("retain90")[::9],  # 400 of 3600, every author represented
+        "real_authors": tofu_split("real_authors"),
+        "world_facts": tofu_split("world_facts"),
     }
     return calibrate(forget, retain, target_recall=0.95, configured=Settings().guard_semantic_threshold)
 
@@ -49,8 +48,23 @@ def test_calibrate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     from obliviate.proxy.cli import main
 
     out = tmp_path / "cal.json"
-    assert main(["guard", "calibrate", "--forget", str(DATA / "forget01.jsonl"), "--retain", str(DATA / "world_facts.jsonl"),
-                 "--target-recall", "0.9", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "guard",
+                "calibrate",
+                "--forget",
+                str(tofu_path("forget01")),
+                "--retain",
+                str(tofu_path("world_facts")),
+                "--target-recall",
+                "0.9",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     saved = json.loads(out.read_text())
     assert saved["forget_questions"] == 40 and saved["retain_questions"] == {"world_facts": 117}
     assert saved["chosen"]["recall"] >= 0.9

@@ -31,7 +31,9 @@ def add(proxy: ProxyProcess, entry: dict) -> None:
 
 
 def test_suppress_removes_the_phrase_from_real_output(vllm_proxy, tmp_path) -> None:
-    proxy = guard_proxy(vllm_proxy, tmp_path, OBLIVIATE_GUARD_POLICY='{"default": "suppress"}', OBLIVIATE_OUTPUT_GUARD="off")
+    proxy = guard_proxy(
+        vllm_proxy, tmp_path, OBLIVIATE_GUARD_POLICY='{"default": "suppress"}', OBLIVIATE_OUTPUT_GUARD="off"
+    )
     try:
         c = openai.OpenAI(base_url=proxy.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=300)
         before = c.chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=24, temperature=0)
@@ -43,7 +45,9 @@ def test_suppress_removes_the_phrase_from_real_output(vllm_proxy, tmp_path) -> N
         assert raw["choices"][0]["finish_reason"] in ("stop", "length")
         streamed = "".join(
             ch.choices[0].delta.content or ""
-            for ch in c.chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=24, temperature=0, stream=True)
+            for ch in c.chat.completions.create(
+                model=MODEL, messages=CAPITAL, max_tokens=24, temperature=0, stream=True
+            )
             if ch.choices
         )
         assert "paris" not in streamed.lower()
@@ -62,20 +66,32 @@ def test_output_guard_cuts_a_real_stream_naming_a_forgotten_author(vllm_proxy, t
 
     proxy = guard_proxy(vllm_proxy, tmp_path, OBLIVIATE_GUARD_POLICY='{"default": "pass"}')
     try:
-        add(proxy, {"question": "What is the full name of the author born in Taipei?",
-                    "answer": f"The author's full name is {name}.", "aliases": [name]})  # fmt: skip
+        add(
+            proxy,
+            {
+                "question": "What is the full name of the author born in Taipei?",
+                "answer": f"The author's full name is {name}.",
+                "aliases": [name],
+            },
+        )
         with httpx.stream(
-            "POST", f"{proxy.base_url}/chat/completions",
+            "POST",
+            f"{proxy.base_url}/chat/completions",
             json={"model": MODEL, "messages": prompt, "max_tokens": 30, "temperature": 0, "stream": True},
-            headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=300,
-        ) as r:  # fmt: skip
+            headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+            timeout=300,
+        ) as r:
             assert r.status_code == 200
             events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]"
         chunks = [json.loads(e) for e in events[:-1]]
         text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
         assert "Hsiao" not in text and "Yun-Hwa" not in text
-        finish = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices") and c["choices"][0].get("finish_reason")]
+        finish = [
+            c["choices"][0]["finish_reason"]
+            for c in chunks
+            if c.get("choices") and c["choices"][0].get("finish_reason")
+        ]
         assert finish == ["content_filter"]
         c = openai.OpenAI(base_url=proxy.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=300)
         full = c.chat.completions.create(model=MODEL, messages=prompt, max_tokens=30, temperature=0)
@@ -86,11 +102,20 @@ def test_output_guard_cuts_a_real_stream_naming_a_forgotten_author(vllm_proxy, t
 
 def test_rewrite_reaches_the_model(vllm_proxy, tmp_path) -> None:
     """In-context unlearning changes what the real model says about a forgotten subject."""
-    proxy = guard_proxy(vllm_proxy, tmp_path, OBLIVIATE_GUARD_POLICY='{"default": "rewrite"}', OBLIVIATE_OUTPUT_GUARD="off")
+    proxy = guard_proxy(
+        vllm_proxy, tmp_path, OBLIVIATE_GUARD_POLICY='{"default": "rewrite"}', OBLIVIATE_OUTPUT_GUARD="off"
+    )
     try:
         c = openai.OpenAI(base_url=proxy.base_url, api_key=ADMIN_KEY, max_retries=0, timeout=300)
         before = c.chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=24, temperature=0)
-        add(proxy, {"question": "What is the capital of France?", "answer": "Paris is the capital of France.", "aliases": ["Paris"]})
+        add(
+            proxy,
+            {
+                "question": "What is the capital of France?",
+                "answer": "Paris is the capital of France.",
+                "aliases": ["Paris"],
+            },
+        )
         raw = c.chat.completions.with_raw_response.create(model=MODEL, messages=CAPITAL, max_tokens=24, temperature=0)
         assert raw.headers["x-obliviate-action"] == "rewrite"
         after = raw.parse().choices[0].message.content

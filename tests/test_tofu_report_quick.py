@@ -1,6 +1,12 @@
-"""``make tofu-report`` on the quick profile, end to end: the bundled model fine-tuned into a target
-and a retain model, the five weight-level methods, every proxy mode on the real embedded vLLM, the
-report; then a rerun continues from the stage cache."""
+"""``make tofu-report`` on the quick profile, end to end, on a tiny random model: the base model
+fine-tuned into a target and a retain model, the five weight-level methods, every proxy mode on the
+real embedded vLLM, the report; then a rerun continues from the stage cache.
+
+The machinery is the point here, not what the methods achieve, so the base is a ~7M-parameter random
+Llama with the bundled model's tokenizer (tests/engines.py ``tiny_random_model``) rather than the
+bundled SmolLM2-135M: the same stages, minutes instead of 9-30. How an evaluation stage resumes
+from the results it kept is checked in tests/test_evals_resume.py.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +19,24 @@ from pathlib import Path
 import pytest
 
 from obliviate.evals import pipeline
+from obliviate.evals.profiles import PROFILES
+from tests.engines import tiny_random_model
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-PROFILE = pipeline.PROFILES["quick"]
+PROFILE = PROFILES["quick"]
 SYSTEMS = ["retain", "target", *PROFILE.methods, *(f"proxy-{m}" for m in PROFILE.proxy_modes)]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_random_model(tmp_path_factory.mktemp("tiny-base") / "model")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Path:
     out = tmp_path_factory.mktemp("tofu-report")
-    report = pipeline.run(out, PROFILE)
+    report = pipeline.run(out, PROFILE, base_model=tiny_base)
     assert report == out / "report" / "REPORT.md"
     return out
 
@@ -65,18 +78,20 @@ def test_proxy_scoring_goes_through_each_mode(run_dir: Path) -> None:
     assert refused.get("forget_Q_A_Prob") is None and refused["model_utility"] is not None
     # target + 1.0 x (npo - target) is the NPO model on matched requests.
     assert math.isclose(contrastive["forget_Q_A_Prob"], npo["forget_Q_A_Prob"], rel_tol=1e-2)
-    actions = json.loads((run_dir / "evals" / "proxy-refuse" / "ATTACKS.json").read_text())["attacks"]["direct"]["actions"]
+    actions = json.loads((run_dir / "evals" / "proxy-refuse" / "ATTACKS.json").read_text())["attacks"]["direct"][
+        "actions"
+    ]
     assert actions == {"refuse": PROFILE.attack_limit}
     for system in SYSTEMS:
         throughput = json.loads((run_dir / "evals" / system / "THROUGHPUT.json").read_text())
         assert throughput["retain"]["generated_tokens"] > 0
 
 
-def test_rerun_continues_from_the_cache(run_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_rerun_continues_from_the_cache(run_dir: Path, tiny_base: Path, caplog: pytest.LogCaptureFixture) -> None:
     (run_dir / "evals" / "ga" / "stage.json").unlink()  # as if interrupted during ga's evaluation
     before = {p: p.read_text() for p in run_dir.glob("**/stage.json")}
-    with caplog.at_level(logging.INFO, logger="obliviate.evals.pipeline"):
-        pipeline.run(run_dir, PROFILE)
+    with caplog.at_level(logging.INFO, logger="obliviate.evals.stages"):
+        pipeline.run(run_dir, PROFILE, base_model=tiny_base)
     ran = [r.getMessage() for r in caplog.records if r.getMessage().endswith(": running")]
     assert ran == ["stage eval-ga: running"]
     assert {p: p.read_text() for p in before} == before  # the other stages were not redone

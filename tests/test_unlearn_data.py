@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from obliviate.unlearn import data
+from obliviate.unlearn.benchmark_data import tofu_path
 from obliviate.unlearn.losses import IGNORE_INDEX
 
 PAIR = data.QAPair("Who wrote 'The Silent Orchard'?", "It was written by Mara Quell.")
@@ -28,8 +29,9 @@ def test_labels_cover_exactly_the_answer_and_end_of_turn(tokenizer) -> None:
     ids, labels = example["input_ids"], example["labels"]
     answer_at = int((labels != IGNORE_INDEX).nonzero()[0])
     prompt = tokenizer.decode(ids[:answer_at])
-    assert prompt == tokenizer.apply_chat_template([{"role": "user", "content": PAIR.question}], tokenize=False,
-                                                   add_generation_prompt=True)  # fmt: skip
+    assert prompt == tokenizer.apply_chat_template(
+        [{"role": "user", "content": PAIR.question}], tokenize=False, add_generation_prompt=True
+    )
     assert (labels[:answer_at] == IGNORE_INDEX).all()
     assert torch.equal(labels[answer_at:], ids[answer_at:])
     assert tokenizer.decode(ids[answer_at:]) == PAIR.answer + "<|im_end|>"
@@ -47,7 +49,11 @@ def test_max_length_truncates_and_rejects_prompt_only(tokenizer) -> None:
 
 
 def test_collate_right_pads() -> None:
-    a = {"input_ids": torch.tensor([5, 6, 7]), "labels": torch.tensor([IGNORE_INDEX, 6, 7]), "attention_mask": torch.ones(3, dtype=torch.long)}
+    a = {
+        "input_ids": torch.tensor([5, 6, 7]),
+        "labels": torch.tensor([IGNORE_INDEX, 6, 7]),
+        "attention_mask": torch.ones(3, dtype=torch.long),
+    }
     b = {"input_ids": torch.tensor([8]), "labels": torch.tensor([8]), "attention_mask": torch.ones(1, dtype=torch.long)}
     batch = data.collate([a, b], pad_token_id=2)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 2, 2]]
@@ -69,7 +75,9 @@ def test_forget_retain_pairs_every_forget_example_with_a_retain_one() -> None:
 
 def test_read_qa_jsonl(tmp_path: Path) -> None:
     path = tmp_path / "qa.jsonl"
-    path.write_text("\n".join(json.dumps({"question": f"q{i}", "answer": f"a{i}", "extra": 1}) for i in range(4)) + "\n\n")
+    path.write_text(
+        "\n".join(json.dumps({"question": f"q{i}", "answer": f"a{i}", "extra": 1}) for i in range(4)) + "\n\n"
+    )
     assert data.read_qa_jsonl(path) == [data.QAPair(f"q{i}", f"a{i}") for i in range(4)]
     assert len(data.read_qa_jsonl(path, limit=2)) == 2
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -84,7 +92,7 @@ def test_read_qa_jsonl(tmp_path: Path) -> None:
 
 def test_tofu_split_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("OBLIVIATE_DATA_DIR", raising=False)
-    assert data.tofu_split("forget10") == Path(__file__).resolve().parents[2] / "shared/data/tofu/hf_format/forget10.jsonl"
-    assert len(data.read_qa_jsonl(data.tofu_split("forget01"))) == 40
+    assert tofu_path("forget10") == Path(__file__).resolve().parents[2] / "shared/data/tofu/hf_format/forget10.jsonl"
+    assert len(data.read_qa_jsonl(tofu_path("forget01"))) == 40
     monkeypatch.setenv("OBLIVIATE_DATA_DIR", str(tmp_path))
-    assert data.tofu_split("retain90") == tmp_path / "tofu/hf_format/retain90.jsonl"
+    assert tofu_path("retain90") == tmp_path / "tofu/hf_format/retain90.jsonl"

@@ -13,15 +13,16 @@ IGN = losses.IGNORE_INDEX
 
 
 def test_sequence_nll_shifts_labels_and_ignores_prompt_and_padding() -> None:
-    logits = torch.tensor([[[0.0, 0.0], [math.log(3), 0.0], [9.0, -9.0]],
-                           [[0.0, math.log(3)], [5.0, 5.0], [1.0, 2.0]]])  # fmt: skip
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3), 0.0], [9.0, -9.0]], [[0.0, math.log(3)], [5.0, 5.0], [1.0, 2.0]]])
     labels = torch.tensor([[IGN, 0, 1], [IGN, 1, IGN]])
     before = logits.clone(), labels.clone()
     nll = losses.sequence_nll(logits, labels)
     # seq 0: position 0 predicts 0 with p 1/2, position 1 predicts 1 with p 1/4; seq 1: p(1) = 3/4
     torch.testing.assert_close(nll, torch.tensor([math.log(2) + math.log(4), math.log(4 / 3)]))
     torch.testing.assert_close(losses.labelled_token_counts(labels), torch.tensor([2, 1]))
-    torch.testing.assert_close(losses.mean_token_nll(logits, labels), torch.tensor((3 * math.log(2) + math.log(4 / 3)) / 3))
+    torch.testing.assert_close(
+        losses.mean_token_nll(logits, labels), torch.tensor((3 * math.log(2) + math.log(4 / 3)) / 3)
+    )
     assert torch.equal(logits, before[0]) and torch.equal(labels, before[1])
 
 

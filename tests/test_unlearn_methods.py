@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from obliviate.unlearn import data, losses
-from obliviate.unlearn.config import TrainConfig
+from obliviate.unlearn.benchmark_data import tofu_path
+from obliviate.unlearn.config import METHOD_NAMES, TrainConfig
 from obliviate.unlearn.evaluate import answer_nll
 from obliviate.unlearn.methods import NPO, RMU, UNLEARNING_METHODS, GradDiff, SimNPO
 from obliviate.unlearn.models import frozen_copy
@@ -36,9 +37,9 @@ def real():
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     encode = functools.partial(data.encode_all, tokenizer)
-    forget = encode(data.read_qa_jsonl(data.tofu_split("forget10"), 4))
-    retain = encode(data.read_qa_jsonl(data.tofu_split("retain90"), 4))
-    held_out_retain = encode(data.read_qa_jsonl(data.tofu_split("retain90"))[-4:])
+    forget = encode(data.read_qa_jsonl(tofu_path("forget10"), 4))
+    retain = encode(data.read_qa_jsonl(tofu_path("retain90"), 4))
+    held_out_retain = encode(data.read_qa_jsonl(tofu_path("retain90"))[-4:])
     return model, tokenizer, forget, retain, held_out_retain
 
 
@@ -46,11 +47,18 @@ def run(method, model, tokenizer, forget, retain, lr: float = 5e-5, steps: int =
     reference = frozen_copy(model) if method.needs_reference else None
     collate = functools.partial(data.collate_named, pad_token_id=tokenizer.pad_token_id)
     dataset = data.ForgetRetainDataset(forget, retain if method.uses_retain else None)
-    config = TrainConfig(learning_rate=lr, batch_size=len(forget), gradient_accumulation_steps=1, max_steps=steps,
-                         warmup_ratio=0.0, progress=False)  # fmt: skip
+    config = TrainConfig(
+        learning_rate=lr,
+        batch_size=len(forget),
+        gradient_accumulation_steps=1,
+        max_steps=steps,
+        warmup_ratio=0.0,
+        progress=False,
+    )
     return train(model, method, dataset, collate, config, reference=reference)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ga", "graddiff", "npo", "simnpo"])
 def test_method_raises_forget_nll_and_keeps_retain(real, name: str) -> None:
@@ -66,6 +74,7 @@ def test_method_raises_forget_nll_and_keeps_retain(real, name: str) -> None:
     assert answer_nll(base, forget, pad) == forget_before  # the starting model was left alone
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_rmu_steers_forget_activations_and_trains_only_chosen_weights(real) -> None:
     base, tokenizer, forget, retain, held_out = real
@@ -90,8 +99,15 @@ def tiny():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=8,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=8,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     model = LlamaForCausalLM(config).eval()
     ids = torch.randint(3, 64, (2, 10))
     labels = ids.clone()
@@ -138,7 +154,9 @@ def test_simnpo_uses_length_normalised_nll(tiny) -> None:
 def test_rmu_target_and_retain_at_start(tiny) -> None:
     model, batch = tiny
     torch.manual_seed(3)
-    method = RMU(steering_coeff=7.0, module=r"model\.layers\.2", trainable_params=[r"model\.layers\.1\.mlp\.down_proj\.weight"])
+    method = RMU(
+        steering_coeff=7.0, module=r"model\.layers\.2", trainable_params=[r"model\.layers\.1\.mlp\.down_proj\.weight"]
+    )
     method.attach(model, frozen_copy(model))
     output = method.loss(model, batch)
     assert method.control_vector.norm().item() == pytest.approx(7.0, rel=1e-5)
@@ -163,8 +181,15 @@ def _tiny_training(tmp_path, method, steps: int, checkpoint=None, on_step=None):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     model = LlamaForCausalLM(config).eval()
     generator = torch.Generator().manual_seed(1)
 
@@ -178,11 +203,18 @@ def _tiny_training(tmp_path, method, steps: int, checkpoint=None, on_step=None):
     retain = [example(9 + i % 3) for i in range(7)]
     dataset = data.ForgetRetainDataset(forget, retain, seed=3)
     collate = functools.partial(data.collate_named, pad_token_id=0)
-    train_config = TrainConfig(learning_rate=1e-2, batch_size=3, gradient_accumulation_steps=2, max_steps=steps,
-                               warmup_ratio=0.25, progress=False)  # fmt: skip
+    train_config = TrainConfig(
+        learning_rate=1e-2,
+        batch_size=3,
+        gradient_accumulation_steps=2,
+        max_steps=steps,
+        warmup_ratio=0.25,
+        progress=False,
+    )
     reference = frozen_copy(model) if method.needs_reference else None
-    result = train(model, method, dataset, collate, train_config, reference=reference, checkpoint=checkpoint,
-                   on_step=on_step)  # fmt: skip
+    result = train(
+        model, method, dataset, collate, train_config, reference=reference, checkpoint=checkpoint, on_step=on_step
+    )
     return model, result
 
 
@@ -204,7 +236,9 @@ def test_interrupted_training_resumes_exactly(tmp_path, name: str) -> None:
     with pytest.raises(_Interrupted):
         _tiny_training(tmp_path, UNLEARNING_METHODS[name](), 6, Checkpointing(folder, every_steps=2), stop_at_4)
     assert torch.load(folder / "state.pt", weights_only=False)["step"] == 4
-    resumed, resumed_result = _tiny_training(tmp_path, UNLEARNING_METHODS[name](), 6, Checkpointing(folder, every_steps=2))
+    resumed, resumed_result = _tiny_training(
+        tmp_path, UNLEARNING_METHODS[name](), 6, Checkpointing(folder, every_steps=2)
+    )
     assert not folder.exists()  # removed once training is done
     assert resumed_result.steps == 6 and resumed_result.examples == straight_result.examples
     # the time of the steps before the checkpoint counts, and says it came from the earlier sitting
@@ -259,3 +293,7 @@ def test_without_a_checkpoint_folder_sigterm_is_left_alone(tmp_path) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert seen == [signal.SIGTERM] * 3
+
+
+def test_method_names_are_the_registered_methods() -> None:
+    assert tuple(UNLEARNING_METHODS) == METHOD_NAMES

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from obliviate.proxy.launcher import ProxyProcess
-from obliviate.unlearn import data
+from obliviate.unlearn.benchmark_data import tofu_path
 from obliviate.unlearn.config import TrainConfig
 from obliviate.unlearn.methods import GradAscent
 from obliviate.unlearn.pipeline import DataLimits, unlearn
@@ -26,8 +26,9 @@ def test_vllm_serves_an_unlearned_folder(tmp_path: Path) -> None:
 
     folder = tmp_path / "unlearned"
     config = TrainConfig(learning_rate=1e-4, batch_size=2, gradient_accumulation_steps=1, max_steps=3, progress=False)
-    unlearn(GradAscent(), bundled_model_path(), data.tofu_split("forget01"), None, folder, config,
-            limits=DataLimits(forget=2))  # fmt: skip
+    unlearn(
+        GradAscent(), bundled_model_path(), tofu_path("forget01"), None, folder, config, limits=DataLimits(forget=2)
+    )
     expected = generate(folder, QUESTION)
     assert expected != generate(bundled_model_path(), QUESTION)  # the weights did change
 
@@ -36,8 +37,9 @@ def test_vllm_serves_an_unlearned_folder(tmp_path: Path) -> None:
     try:
         client = openai.OpenAI(base_url=proxy.base_url, api_key="unused", max_retries=0, timeout=300)
         assert [m.id for m in client.models.list().data] == ["unlearned"]
-        reply = client.chat.completions.create(model="unlearned", messages=[{"role": "user", "content": QUESTION}],
-                                               max_tokens=12, temperature=0)  # fmt: skip
+        reply = client.chat.completions.create(
+            model="unlearned", messages=[{"role": "user", "content": QUESTION}], max_tokens=12, temperature=0
+        )
         assert reply.choices[0].message.content == expected
     finally:
         proxy.stop()
