@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx  # noqa: E402
 
 from obliviate.guards.calibrate import calibrate  # noqa: E402
+from obliviate.proxy.backends.openai_http import upstream_client  # noqa: E402
 from obliviate.proxy.launcher import ProxyProcess  # noqa: E402
 from obliviate.proxy.models import prepare_bundled_model  # noqa: E402
 from obliviate.proxy.settings import DEFAULT_MODEL_ID, Settings, default_home  # noqa: E402
@@ -69,7 +70,7 @@ def detection(retain_every: int) -> dict[str, Any]:
 
 def run(url: str, questions: list[str], max_tokens: int, headers: dict[str, str]) -> dict[str, Any]:
     lat, overhead, actions = [], [], {}
-    with httpx.Client(timeout=600, headers=headers) as client:
+    with upstream_client(url, sync=True, timeout=600, headers=headers) as client:
         for q in questions:
             body = {
                 "model": DEFAULT_MODEL_ID,
@@ -79,7 +80,7 @@ def run(url: str, questions: list[str], max_tokens: int, headers: dict[str, str]
                 "ignore_eos": True,
             }
             t0 = time.perf_counter()
-            r = client.post(f"{url}/chat/completions", json=body)
+            r = client.post("chat/completions", json=body)  # relative: the engine's URL is a Unix socket
             lat.append((time.perf_counter() - t0) * 1000)
             r.raise_for_status()
             if "x-obliviate-overhead-ms" in r.headers:

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from obliviate.proxy.backends.openai_http import upstream_client
 from obliviate.proxy.launcher import ProxyProcess
 from obliviate.proxy.models import prepare_bundled_model
 from obliviate.proxy.settings import DEFAULT_MODEL_ID, default_home
@@ -67,13 +68,13 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any])
 
 
 async def run_load(base_url: str, concurrency: int, requests: int, stream: bool, max_tokens: int) -> dict[str, Any]:
-    url = f"{base_url}/chat/completions"
+    url = "chat/completions"  # relative to the client's base URL (the engine's is a Unix socket)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
         queue.put_nowait(i)
     results: list[tuple[float, float, int]] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+    async with upstream_client(base_url, timeout=600, limits=limits) as client:
 
         async def worker() -> None:
             while True:

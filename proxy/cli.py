@@ -121,7 +121,10 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--backend", choices=["vllm", "transformers", "fake"])
-    serve.add_argument("--upstream", help="base URL of an existing vLLM/OpenAI server (ends in /v1)")
+    serve.add_argument(
+        "--upstream",
+        help="an existing vLLM/OpenAI server: its base URL (ends in /v1) or its Unix socket (unix:/path/engine.sock)",
+    )
     serve.add_argument(
         "--upstream-engine",
         choices=["vllm", "openai"],

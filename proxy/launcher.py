@@ -94,8 +94,10 @@ class ProxyProcess:
         raise LookupError("no embedded vLLM child")
 
     def engine_url(self) -> str:
+        """The embedded engine as ``--upstream`` takes it: ``unix:/path/engine.sock`` (it has no TCP port);
+        call it directly with ``openai_http.upstream_client(url)``."""
         cmd = self.engine_process().cmdline()
-        return f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}/v1"
+        return f"unix:{cmd[cmd.index('--uds') + 1]}"
 
     def descendants(self) -> list[psutil.Process]:
         if self.process is None:

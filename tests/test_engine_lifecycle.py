@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -121,7 +123,9 @@ def test_sdk_sees_mid_stream_error(killed_mid_stream: dict) -> None:
 
 
 def test_remote_upstream_mode(own_proxy: ProxyProcess, tmp_path) -> None:
-    """`--upstream URL`: a second proxy talks to an existing vLLM server (the first proxy's engine)."""
+    """`--upstream unix:PATH`: a second proxy talks to an existing vLLM server (the first proxy's engine,
+    which serves on a Unix socket only)."""
+    assert own_proxy.engine_url().startswith("unix:/")
     remote = ProxyProcess(["--upstream", own_proxy.engine_url()], tmp_path / "remote").start()
     try:
         assert not remote.descendants()  # no engine of its own
@@ -140,10 +144,13 @@ def test_remote_upstream_mode(own_proxy: ProxyProcess, tmp_path) -> None:
 
 def test_sigterm_stops_the_engine(own_proxy: ProxyProcess) -> None:
     family = [own_proxy.engine_process(), *own_proxy.engine_process().children(recursive=True)]
+    socket_dir = Path(own_proxy.engine_url().removeprefix("unix:")).parent
+    assert socket_dir.is_dir()
     # uvicorn shuts down gracefully, then re-raises the signal it caught: exit status -15.
     assert own_proxy.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
     gone, alive = psutil.wait_procs(family, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
+    assert not socket_dir.exists()  # the engine's private directory goes with it
     log = own_proxy.tail(200)
     assert "stopping vLLM engine" in log and "Application shutdown complete" in log
 
@@ -151,9 +158,11 @@ def test_sigterm_stops_the_engine(own_proxy: ProxyProcess) -> None:
 def test_sigkill_of_the_proxy_leaves_no_orphan(tmp_path, model_path) -> None:
     proxy = ProxyProcess(["--model-path", str(model_path)], tmp_path / "orphan").start()
     family = [proxy.engine_process(), *proxy.engine_process().children(recursive=True)]
+    socket_dir = Path(proxy.engine_url().removeprefix("unix:")).parent
     proxy.stop(signal.SIGKILL)
     gone, alive = psutil.wait_procs(family, timeout=60)
     assert not alive, [p.cmdline() for p in alive]
+    shutil.rmtree(socket_dir, ignore_errors=True)  # a SIGKILLed proxy cannot remove the engine's private directory
 
 
 def test_a_killed_harness_leaves_no_proxy(tmp_path) -> None:

@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from obliviate.proxy.backends.openai_http import upstream_client
 from tests.engines import ADMIN_KEY, CLIENT_KEY, ProxyProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -60,7 +61,8 @@ def test_output_guard_cuts_a_real_stream_naming_a_forgotten_author(vllm_proxy, t
     (policy "pass"), only the output guard stands between the name and the client."""
     name = "Hsiao Yun-Hwa"
     prompt = [{"role": "user", "content": f"Repeat this sentence exactly: My favourite writer is {name}."}]
-    direct = openai.OpenAI(base_url=vllm_proxy.engine_url(), api_key="x", max_retries=0, timeout=300)
+    engine = upstream_client(vllm_proxy.engine_url(), sync=True)  # the engine's Unix socket
+    direct = openai.OpenAI(base_url=str(engine.base_url), api_key="x", max_retries=0, timeout=300, http_client=engine)
     control = direct.chat.completions.create(model=MODEL, messages=prompt, max_tokens=30, temperature=0)
     assert name in control.choices[0].message.content  # without the guard, the name comes out
 

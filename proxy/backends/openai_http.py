@@ -23,10 +23,39 @@ from obliviate.proxy.errors import UpstreamUnavailable, upstream_error_from_resp
 logger = logging.getLogger(__name__)
 
 _TRANSPORT_ERRORS = (httpx.TransportError,)  # connect, read, write, protocol, pool timeouts
+UNIX_PREFIX = "unix:"
+UNIX_BASE_URL = "http://engine/v1"
+
+
+def split_upstream(url: str) -> tuple[str, str | None]:
+    """An upstream as ``--upstream`` takes it -> (base URL, Unix socket path or None).
+
+    ``unix:/path/to/engine.sock`` is an OpenAI-compatible server on a Unix socket (vLLM's ``--uds``;
+    the embedded engine's ``engine_url()``), spoken to as ``http://engine/v1``; anything else is an
+    HTTP(S) base URL ending in ``/v1``."""
+    if url.startswith(UNIX_PREFIX):
+        path = url[len(UNIX_PREFIX) :]
+        if not path.startswith("/"):
+            raise ValueError(f"a Unix socket upstream needs an absolute path: unix:/path/to/engine.sock, not {url!r}")
+        return UNIX_BASE_URL, path
+    return url.rstrip("/"), None
+
+
+def upstream_client(url: str, *, sync: bool = False, **kwargs: Any) -> httpx.AsyncClient | httpx.Client:
+    """An httpx client (async unless ``sync``) whose ``base_url`` is the upstream ``url``, over its
+    Unix socket where ``url`` is ``unix:...`` (used by the benchmarks and tests to call an engine directly)."""
+    base_url, uds = split_upstream(url)
+    limits = kwargs.get("limits", httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    if sync:
+        transport = httpx.HTTPTransport(uds=uds, limits=limits) if uds else None
+        return httpx.Client(base_url=base_url, transport=transport, **kwargs)
+    atransport = httpx.AsyncHTTPTransport(uds=uds, limits=limits) if uds else None
+    return httpx.AsyncClient(base_url=base_url, transport=atransport, **kwargs)
 
 
 class OpenAIHTTPBackend(Backend):
-    """Talks to ``base_url`` (ending in ``/v1``). ``served_ids`` pins the model ids when known.
+    """Talks to ``base_url`` (ending in ``/v1``, or ``unix:/path`` for a server on a Unix socket: see
+    :func:`split_upstream`). ``served_ids`` pins the model ids when known.
 
     ``engine``: "vllm" executes the guards' specs through vLLM's request fields (``vllm_wire``);
     "openai" (any other OpenAI-compatible server) executes none of them."""
@@ -42,7 +71,7 @@ class OpenAIHTTPBackend(Backend):
         served_ids: list[str] | None = None,
         health_interval_s: float = 2.0,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url, self.uds = split_upstream(base_url)
         self.upstream_engine = engine
         self.name = "vllm" if engine == "vllm" else "openai-http (non-vLLM upstream)"
         self.capabilities = ALL_SPECS if engine == "vllm" else frozenset()
@@ -58,11 +87,14 @@ class OpenAIHTTPBackend(Backend):
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(self.timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections),
+            # A transport given to the client ignores the client's limits: pass them to it too.
+            transport=httpx.AsyncHTTPTransport(uds=self.uds, limits=limits) if self.uds else None,
+            limits=limits,
         )
         await self.check_health()
         self._health_task = asyncio.create_task(self._health_loop(), name="upstream-health")

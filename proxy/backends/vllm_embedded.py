@@ -1,4 +1,4 @@
-"""The default backend: a supervised local vLLM server, spoken to over HTTP."""
+"""The default backend: a supervised local vLLM server, spoken to over HTTP on its private Unix socket."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from obliviate.guards.assistant import ContrastiveConfig
-from obliviate.proxy.backends.openai_http import OpenAIHTTPBackend
+from obliviate.proxy.backends.openai_http import UNIX_BASE_URL, OpenAIHTTPBackend
 from obliviate.proxy.engine import EngineSupervisor
 from obliviate.proxy.settings import Settings
 
@@ -22,7 +22,6 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
         self.engine = EngineSupervisor(
             model_path,
             settings.model_id,
-            port=settings.engine_port,
             dtype=settings.engine_dtype,
             max_model_len=settings.engine_max_model_len,
             kv_cache_gib=settings.engine_kv_cache_gib,
@@ -34,7 +33,7 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
             log_path=settings.home / "logs" / "vllm-engine.log",
         )
         super().__init__(
-            self.engine.base_url,
+            UNIX_BASE_URL,  # over the engine's socket, known once it starts
             timeout_s=settings.upstream_timeout_s,
             max_connections=settings.upstream_max_connections,
             served_ids=[settings.model_id],
@@ -47,6 +46,7 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
 
             await asyncio.to_thread(check_compatible, self.model_path, self.contrastive.paths)
         await self.engine.start()
+        self.uds = str(self.engine.socket_path)
         await super().start()
 
     async def stop(self) -> None:
