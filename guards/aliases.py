@@ -123,6 +123,8 @@ class AliasMatcher:
                 if len(key) >= MIN_ALIAS_CHARS:
                     by_alias.setdefault(key, set()).add(entry_id)
         self.size = len(by_alias)
+        # The longest alias as matched (folded: whitespace runs are one space, hyphens kept): the stream
+        # hold-back is counted in folded characters too, so padding a name with whitespace cannot stretch it.
         self.max_len = max((len(k) for k in by_alias), default=0)
         self._automaton = ahocorasick.Automaton()
         for key, ids in by_alias.items():

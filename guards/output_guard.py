@@ -1,24 +1,35 @@
-"""The output guard: checks generated text against the forget set, for whole responses and streams.
+"""The output guard: the one stage that owns what leaves the proxy, whole responses and streams.
 
-Signals: alias hits (any entry that applies to the caller), overlap with the matched entries'
-answers (share of the answer's content words present), and embedding similarity of a sliding
-window to the nearest entries overall. Streams hold back a window at least as long as the longest
-alias, so an alias is caught before any of it is flushed; on a hit the upstream generation is
-stopped and the tail is replaced by the refusal (``finish_reason: "content_filter"``).
+Every response body and stream chunk goes through :class:`OutputCheck`, guards on or off: a client
+key gets only the allow-listed fields (:mod:`obliviate.guards.response_fields`), then the monitor
+(when there is one) reads every text channel of every choice: content, reasoning, refusal, tool-call
+and function-call names and arguments, logprob tokens and the top-logprob alternatives.
+
+Signals: alias hits (any entry that applies to the caller, from the forget set's live version, so an
+entry added while a stream is open is checked on the rest of it), overlap with the matched entries'
+answers (share of the answer's content words present), and embedding similarity of a sliding window
+to the nearest entries overall. Streams hold back each choice's deltas (text, logprobs and tool-call
+deltas together) until every channel they carry has at least a window of folded text after them: the
+longest alias's folded spelling, so a name is caught before any of it is flushed, however much
+whitespace it has inside. On a hit the upstream generation is stopped, the held deltas are dropped
+and the choice ends with the refusal (``finish_reason: "content_filter"``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from obliviate.guards.aliases import AliasMatcher
 from obliviate.guards.decisions import Decision, GuardContext
 from obliviate.guards.forget_view import ForgetView
 from obliviate.guards.refusal import FINISH, replacement_choice
-from obliviate.guards.text import fold
+from obliviate.guards.response_fields import channels, client_view, logprob_tokens
+from obliviate.guards.text import fold, fold_char, is_word_char
 
 _WORD = re.compile(r"[\w'’-]+")
 _STOPWORDS = {
@@ -78,14 +89,12 @@ class OutputCheckConfig:
 
 
 class OutputMonitor:
-    """Checks one response's text as it grows. ``check`` returns a ``leak`` decision or None."""
+    """Checks one response's texts as they grow. ``check`` returns a ``leak`` decision or None."""
 
     def __init__(self, view: ForgetView, ctx: GuardContext, config: OutputCheckConfig) -> None:
         self.view = view
         self.ctx = ctx
         self.config = config
-        self.matcher = view.matcher()
-        self.holdback = max(config.holdback_chars, self.matcher.max_len + 1)
         # An answer's facts without its subject's name (aliases are checked on their own).
         self.answers: list[tuple[str, set[str]]] = [
             (e.id, content_words(e.answer) - content_words(" ".join(e.aliases)))
@@ -93,10 +102,29 @@ class OutputMonitor:
             if e.answer
         ]
         self.answers = [(i, w) for i, w in self.answers if len(w) >= config.min_overlap_words]
-        self._semantic_at: dict[int, int] = {}
+        self._semantic_at: dict[Any, int] = {}
+        self._alias_checked: dict[Any, tuple[AliasMatcher, int]] = {}  # text key -> (matcher, length checked)
 
-    def _alias(self, text: str) -> Decision | None:
-        for hit in self.matcher.find(text):
+    @property
+    def holdback(self) -> int:
+        """Folded characters held back in streams: the longest alias of the forget set's live version
+        (at least ``holdback_chars``); none while there is nothing to look for."""
+        matcher = self.view.matcher()
+        if not matcher.size and not self.config.full:
+            return 0
+        return max(self.config.holdback_chars, matcher.max_len + 1)
+
+    def alias(self, text: str, key: Any = None) -> Decision | None:
+        """An alias hit in ``text``. With ``key`` (a growing text: one stream channel), only the part
+        that can hold a new hit is read again, unless the forget set changed since the last check."""
+        matcher = self.view.matcher()
+        start = 0
+        if key is not None:
+            last = self._alias_checked.get(key)
+            if last is not None and last[0] is matcher:
+                start = _tail_start(text, last[1], matcher.max_len + 1)
+            self._alias_checked[key] = (matcher, len(text))
+        for hit in matcher.find(text[start:] if start else text):
             ids = tuple(i for i in hit.entry_ids if self.view.visible_to({i}, self.ctx.key_id))
             if ids:
                 return Decision("leak", "output_alias", 1.0, ids)
@@ -121,8 +149,8 @@ class OutputMonitor:
             return Decision("leak", "output_semantic", best[0][1], (best[0][0],))
         return None
 
-    def check(self, text: str, choice: int = 0, final: bool = False) -> Decision | None:
-        decision = self._alias(text)
+    def check(self, text: str, choice: Any = 0, final: bool = False) -> Decision | None:
+        decision = self.alias(text, choice)
         if decision or not self.config.full:
             return decision
         decision = self._overlap(text)
@@ -135,125 +163,286 @@ class OutputMonitor:
         return None
 
 
-def _choice_text(kind: str, choice: dict[str, Any]) -> str:
+def _tail_start(text: str, checked: int, need: int) -> int:
+    """Where to start reading ``text`` again after its first ``checked`` characters were checked: ``need``
+    folded characters before that point (a whitespace run folds to one), then back to a word start."""
+    i, count, space = checked, 0, False
+    while i > 0 and count < need:
+        ch = text[i - 1]
+        if ch.isspace():
+            count += not space
+            space = True
+        else:
+            count += len(fold_char(ch))
+            space = False
+        i -= 1
+    while i > 0 and is_word_char(text[i - 1]):
+        i -= 1
+    return i
+
+
+class _Channels:
+    """One choice's texts so far, by channel, and the logprob path (for the alternatives' context)."""
+
+    def __init__(self) -> None:
+        self.texts: dict[str, str] = {}
+        self.path = ""  # the chosen logprob tokens so far
+
+    def add(self, kind: str, choice: dict[str, Any]) -> dict[str, int]:
+        """Append ``choice``'s texts; returns each touched channel's length after it."""
+        ends = {}
+        for name, text in channels(kind, choice).items():
+            self.texts[name] = self.texts.get(name, "") + text
+            ends[name] = len(self.texts[name])
+        return ends
+
+    def check(
+        self, monitor: OutputMonitor, index: int, choice: dict[str, Any], touched: Any, final: bool
+    ) -> Decision | None:
+        for name in self.texts if final else touched:
+            text = self.texts[name]
+            # logprob tokens spell the content again: aliases only (no second embedding of it)
+            key = (index, name)
+            decision = monitor.alias(text, key) if name.startswith("logprobs") else monitor.check(text, key, final)
+            if decision is not None:
+                return decision
+        return self._check_alternatives(monitor, choice)
+
+    def _check_alternatives(self, monitor: OutputMonitor, choice: dict[str, Any]) -> Decision | None:
+        """Each top-logprob alternative read after the chosen text before it (alias check)."""
+        chosen, alternatives = logprob_tokens(choice.get("logprobs"))
+        context = max(monitor.holdback, monitor.view.matcher().max_len + 1)
+        for token, alts in zip(chosen, alternatives, strict=False):
+            before = self.path[-context:]
+            for alt in alts:
+                decision = monitor.alias(before + alt)
+                if decision is not None:
+                    return decision
+            self.path += token
+        return None
+
+
+def _cut_choice(kind: str, choice: dict[str, Any], refusal: str) -> dict[str, Any]:
+    """A whole response's choice replaced by the refusal (its tool calls, logprobs and ids dropped)."""
+    out: dict[str, Any] = {"index": choice.get("index", 0)}
     if kind == "chat":
-        return (choice.get("message") or choice.get("delta") or {}).get("content") or ""
-    return choice.get("text") or ""
+        out["message"] = {"role": "assistant", "content": refusal}
+    else:
+        out["text"] = refusal
+    out["logprobs"] = None
+    out["finish_reason"] = FINISH
+    return out
 
 
 def guard_response(kind: str, body: dict[str, Any], monitor: OutputMonitor, refusal: str) -> Decision | None:
     """Check a whole response; replace each leaking choice with the refusal. Returns the first leak."""
     first = None
-    for choice in body.get("choices") or []:
-        decision = monitor.check(_choice_text(kind, choice), choice.get("index", 0), final=True)
+    choices = body.get("choices") or []
+    for position, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            continue
+        state = _Channels()
+        state.add(kind, choice)
+        decision = state.check(monitor, choice.get("index", 0), choice, (), final=True)
         if decision is None:
             continue
         first = first or decision
         monitor.ctx.decisions.append(decision)
-        choice["finish_reason"] = FINISH
-        choice["logprobs"] = None
-        if kind == "chat":
-            choice["message"] = {"role": "assistant", "content": refusal}
-        else:
-            choice["text"] = refusal
+        choices[position] = _cut_choice(kind, choice, refusal)
     return first
 
 
+def _folded_len(text: str) -> int:
+    if text.isascii():  # the common case, at C speed: casefolding ASCII keeps the length
+        return len(" ".join(text.split()))
+    return len(fold(text))
+
+
 @dataclass
-class _ChoiceState:
-    text: str = ""
-    released: int = 0
+class _Held:
+    """A delta not yet released: its chunk, and each channel's length once it is added."""
+
+    chunk: dict[str, Any]
+    ends: dict[str, int]
+    total: int  # the choice's folded text, all channels together, once it is added
+
+
+@dataclass
+class _StreamChoice:
+    texts: _Channels = field(default_factory=_Channels)
+    released: dict[str, int] = field(default_factory=dict)
+    held: deque[_Held] = field(default_factory=deque)
     finished: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    total: int = 0
+    latest: frozenset[str] = frozenset()  # the channels of the latest delta
+
+    def hold(self, chunk: dict[str, Any], ends: dict[str, int]) -> None:
+        """Hold ``chunk``, whose deltas brought each channel in ``ends`` to that length."""
+        texts = self.texts.texts
+        self.total += sum(_folded_len(texts[c][self._length(c) : end]) for c, end in ends.items())
+        self.latest = frozenset(ends) or self.latest
+        self.held.append(_Held(chunk, ends, self.total))
+
+    def _length(self, name: str) -> int:
+        for held in reversed(self.held):
+            if name in held.ends:
+                return held.ends[name]
+        return self.released.get(name, 0)
+
+    def releasable(self, hold: int) -> list[dict[str, Any]]:
+        """The held chunks (in order) after which each channel they touch has ``hold`` folded chars of
+        its own, or (a channel the stream has moved on from: reasoning before the answer, one tool call
+        before the next) ``hold`` folded chars in the other channels."""
+        out = []
+        while self.held:
+            head = self.held[0]
+            for name, end in head.ends.items():
+                if _folded_len(self.texts.texts[name][end:]) >= hold:
+                    continue
+                if name not in self.latest and self.total - head.total >= hold:
+                    continue
+                return out
+            out.append(self.flush_one())
+        return out
+
+    def flush_one(self) -> dict[str, Any]:
+        head = self.held.popleft()
+        self.released.update(head.ends)
+        return head.chunk
+
+    def flush(self) -> list[dict[str, Any]]:
+        return [self.flush_one() for _ in range(len(self.held))]
+
+    def released_text(self, kind: str) -> str:
+        name = "content" if kind == "chat" else "text"
+        return self.texts.texts.get(name, "")[: self.released.get(name, 0)]
 
 
 async def guard_stream(
     kind: str, chunks: AsyncIterator[dict[str, Any]], monitor: OutputMonitor, refusal: str
 ) -> AsyncIterator[dict[str, Any]]:
-    """Relay ``chunks`` holding back a window; on a leak, end every open choice with the refusal."""
-    states: dict[int, _ChoiceState] = {}
+    """Relay ``chunks`` holding back each choice's deltas; on a leak, end every open choice with the refusal."""
+    states: dict[int, _StreamChoice] = {}
     template: dict[str, Any] = {}
+
+    async def checked(index: int, state: _StreamChoice, choice: dict[str, Any], touched: Any, final: bool):
+        if monitor.config.full:  # may embed a window: keep it off the event loop
+            return await asyncio.to_thread(state.texts.check, monitor, index, choice, touched, final)
+        return state.texts.check(monitor, index, choice, touched, final)
+
+    def cut() -> list[dict[str, Any]]:
+        out = []
+        for i, s in sorted(states.items()):
+            if not s.finished:
+                s.finished = True
+                released = s.released_text(kind)
+                prefix = " " if released and not released.endswith((" ", "\n")) else ""
+                out.append({**template, "choices": [replacement_choice(kind, i, prefix + refusal)]})
+        return out
+
     try:
         async for chunk in chunks:
             choices = chunk.get("choices") or []
             if not choices:
                 yield chunk  # usage-only chunk
                 continue
-            template = {k: v for k, v in chunk.items() if k != "choices"}
-            out_choices = []
+            template = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
             for choice in choices:
-                idx = choice.get("index", 0)
-                st = states.setdefault(idx, _ChoiceState())
-                st.text += _choice_text(kind, choice)
-                finish = choice.get("finish_reason")
-                if monitor.config.full:  # may embed a window: keep it off the event loop
-                    decision = await asyncio.to_thread(monitor.check, st.text, idx, bool(finish))
-                else:
-                    decision = monitor.check(st.text, idx, bool(finish))
+                index = choice.get("index", 0)
+                state = states.setdefault(index, _StreamChoice())
+                ends = state.texts.add(kind, choice)
+                finish = bool(choice.get("finish_reason"))
+                decision = await checked(index, state, choice, ends, finish)
                 if decision is not None:
                     monitor.ctx.decisions.append(decision)
-                    for i, s in sorted(states.items()):
-                        if not s.finished:
-                            s.finished = True
-                            prefix = " " if s.released and not s.text[: s.released].endswith((" ", "\n")) else ""
-                            yield {**template, "choices": [replacement_choice(kind, i, prefix + refusal)]}
+                    for out in cut():
+                        yield out
                     return
-                end = len(st.text) if finish else max(st.released, len(st.text) - monitor.holdback)
-                piece = st.text[st.released : end]
-                st.released = end
-                st.finished = bool(finish)
-                new = dict(choice)
-                if kind == "chat":
-                    delta = dict(choice.get("delta") or {})
-                    if "content" in delta or piece:
-                        delta["content"] = piece
-                    new["delta"] = delta
-                else:
-                    new["text"] = piece
-                if piece or finish or (kind == "chat" and "role" in new.get("delta", {})) or new.get("logprobs"):
-                    out_choices.append(new)
-            if out_choices:
-                yield {**chunk, "choices": out_choices}
+                state.hold({**chunk, "choices": [choice]}, ends)
+                state.finished = finish
+                for out in state.flush() if finish else state.releasable(monitor.holdback):
+                    yield out
+        for index, state in sorted(states.items()):  # the upstream ended without finishing a choice
+            if state.held:
+                decision = await checked(index, state, {}, (), True)
+                if decision is not None:
+                    monitor.ctx.decisions.append(decision)
+                    for out in cut():
+                        yield out
+                    return
+                for out in state.flush():
+                    yield out
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
 
 
 class OutputCheck:
-    """One response's output guard: checks a whole body or wraps a stream, and reports each leak to
-    ``on_leak``. Without a monitor both pass the response through untouched."""
+    """What leaves the proxy for one request: every response body and stream chunk passes here.
+
+    A client key (``admin`` false) gets only the allow-listed fields; then the monitor, when there is
+    one, checks every text channel and reports each leak to ``on_leak``. ``prompt_scale`` (client keys,
+    prompt rewritten): the share of the prompt the client sent, to report its prompt tokens, not the
+    rewrite's."""
 
     def __init__(
         self,
         monitor: OutputMonitor | None = None,
         refusal: str = "",
         on_leak: Callable[[GuardContext, Decision], None] | None = None,
+        *,
+        admin: bool = False,
+        prompt_scale: float | None = None,
     ) -> None:
         self.monitor = monitor
         self.refusal = refusal
         self.on_leak = on_leak
+        self.admin = admin
+        self.prompt_scale = prompt_scale
 
     def _report(self, decision: Decision) -> None:
         if self.on_leak is not None and self.monitor is not None:
             self.on_leak(self.monitor.ctx, decision)
 
+    def view(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` as this caller may see it (everything for the admin key)."""
+        if self.admin:
+            return body
+        body = client_view(body)
+        usage = body.get("usage")
+        if self.prompt_scale is not None and isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            prompt = max(1, round(usage["prompt_tokens"] * self.prompt_scale))
+            completion = usage.get("completion_tokens") or 0
+            body["usage"] = {**usage, "prompt_tokens": prompt, "total_tokens": prompt + completion}
+        return body
+
     async def check_response(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = self.view(body)
         if self.monitor is None:
             return body
-        leak = await asyncio.to_thread(guard_response, kind, body, self.monitor, self.refusal)
+        if self.monitor.config.full or self.monitor.view.matcher().size:  # folds, may embed: off the event loop
+            leak = await asyncio.to_thread(guard_response, kind, body, self.monitor, self.refusal)
+        else:
+            leak = guard_response(kind, body, self.monitor, self.refusal)
         if leak is not None:
             self._report(leak)
         return body
 
-    def watch(self, kind: str, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-        if self.monitor is None:
-            return chunks
-        return self._watch(kind, chunks, self.monitor)
+    async def watch(self, kind: str, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        views = self._views(chunks)
+        relayed = views if self.monitor is None else guard_stream(kind, views, self.monitor, self.refusal)
+        seen = len(self.monitor.ctx.decisions) if self.monitor is not None else 0
+        try:
+            async for chunk in relayed:
+                yield chunk
+        finally:
+            await relayed.aclose()  # type: ignore[attr-defined]
+        if self.monitor is not None:
+            for decision in self.monitor.ctx.decisions[seen:]:
+                self._report(decision)
 
-    async def _watch(
-        self, kind: str, chunks: AsyncIterator[dict[str, Any]], monitor: OutputMonitor
-    ) -> AsyncIterator[dict[str, Any]]:
-        seen = len(monitor.ctx.decisions)
-        async for chunk in guard_stream(kind, chunks, monitor, self.refusal):
-            yield chunk
-        for decision in monitor.ctx.decisions[seen:]:
-            self._report(decision)
+    async def _views(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for chunk in chunks:
+                yield self.view(chunk)
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]

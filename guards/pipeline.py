@@ -9,6 +9,7 @@ A request that matches nothing gets no extra parameters: it pays only for the lo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence, Set
 from typing import Any
@@ -118,6 +119,7 @@ class GuardPipeline:
         ctx.entries = self.view.entries(list(ctx.matched))
         self._record(ctx)
         body, specs = req.upstream_body(), []
+        sent_chars = _prompt_chars(kind, body) if ctx.actions and not ctx.is_admin else None
         for stage in self.actions:
             if stage.name not in ctx.actions:
                 continue
@@ -125,13 +127,15 @@ class GuardPipeline:
             if decision is not None:
                 ctx.decisions.append(decision)
                 if decision.verdict == "refuse":
-                    return Plan(ctx, body, refusal=self.refusal)
+                    return Plan(ctx, body, refusal=self.refusal, output=OutputCheck(admin=ctx.is_admin))
             body = stage.transform_request(body, ctx)
             spec = stage.logits_spec(ctx)
             if spec is not None:
                 specs.append(spec)
         monitor = self.output_guard.inspect_output(ctx)
-        return Plan(ctx, body, tuple(specs), output=OutputCheck(monitor, self.refusal, self._leak))
+        scale = None if sent_chars is None else _prompt_scale(sent_chars, _prompt_chars(kind, body))
+        output = OutputCheck(monitor, self.refusal, self._leak, admin=ctx.is_admin, prompt_scale=scale)
+        return Plan(ctx, body, tuple(specs), output=output)
 
     def _inspect(self, ctx: GuardContext) -> None:
         for guard in self.detectors:
@@ -160,6 +164,17 @@ class GuardPipeline:
             self.metrics.guard_decisions.labels(decision.guard, decision.verdict).inc()
 
 
+def _prompt_chars(kind: str, body: dict[str, Any]) -> int:
+    prompt = body.get("messages") if kind == "chat" else body.get("prompt")
+    return len(prompt) if isinstance(prompt, str) else len(json.dumps(prompt, ensure_ascii=False))
+
+
+def _prompt_scale(sent_chars: int, upstream_chars: int) -> float | None:
+    """When the guards lengthened the prompt (a rewrite), the share of it the client sent: the prompt
+    token count reported to a client must not show that its request was rewritten."""
+    return sent_chars / upstream_chars if upstream_chars > sent_chars else None
+
+
 class NoGuards:
     """The pipeline when guards are off: every request passes as sent; only the no-op values of the
     ``obliviate`` options are accepted."""
@@ -178,4 +193,4 @@ class NoGuards:
                         "guards are disabled on this proxy", param=f"obliviate.{name}", code="guards_disabled"
                     )
         ctx = GuardContext(request_id=request_id, key_id=principal.key_id, is_admin=principal.is_admin, kind=kind)
-        return Plan(ctx, req.upstream_body())
+        return Plan(ctx, req.upstream_body(), output=OutputCheck(admin=ctx.is_admin))

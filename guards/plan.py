@@ -13,8 +13,9 @@ from obliviate.guards.specs import Spec
 @dataclass
 class Plan:
     """Either a refusal (the model is not called), or the upstream body as the guards transformed it
-    plus the specs the backend executes; ``output`` checks what comes back. ``ctx`` keeps every
-    decision (audit, metrics, the ``x-obliviate-*`` headers)."""
+    plus the specs the backend executes; ``output`` is the only way a response leaves the proxy (the
+    allow-list for client keys, the output guard), refusals included; its default shows a client
+    key's view. ``ctx`` keeps every decision (audit, metrics, the ``x-obliviate-*`` headers)."""
 
     ctx: GuardContext
     body: dict[str, Any]

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from obliviate.guards.pipeline import GuardPipeline, NoGuards
 from obliviate.proxy import __version__
 from obliviate.proxy.admin import router as admin_router
+from obliviate.proxy.auth import require_admin
 from obliviate.proxy.backends import Backend, build_backend
 from obliviate.proxy.errors import install_error_handlers
 from obliviate.proxy.metrics import Metrics, TimingMiddleware
@@ -66,7 +67,9 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
             if index is not None:
                 await index.astop()
 
-    app = FastAPI(title="Obliviate", version=__version__, lifespan=lifespan)
+    # The API docs list the admin routes: for anyone only with docs_public, else /openapi.json with the admin key.
+    docs = {} if settings.docs_public else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="Obliviate", version=__version__, lifespan=lifespan, **docs)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.backend = chosen
@@ -77,5 +80,9 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_router)
-    app.add_middleware(TimingMiddleware, metrics=metrics)
+    if not settings.docs_public:
+        app.add_api_route(
+            "/openapi.json", lambda: app.openapi(), dependencies=[Depends(require_admin)], include_in_schema=False
+        )
+    app.add_middleware(TimingMiddleware, metrics=metrics, clients_see_overhead=settings.client_decision_headers)
     return app

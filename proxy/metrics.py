@@ -1,8 +1,10 @@
 """Prometheus metrics and the per-request timing middleware.
 
 The middleware (pure ASGI, so streams are not buffered) gives every response an ``x-request-id``
-(echoed or generated) and ``x-obliviate-overhead-ms`` (time in the proxy, excluding time spent
-waiting on the backend, up to the moment headers are sent), and records when the response ends:
+(echoed or generated) and, for the admin key, ``x-obliviate-overhead-ms`` (time in the proxy, excluding
+time spent waiting on the backend, up to the moment headers are sent: it differs between requests the
+guards matched and those they did not, so client keys get it only with ``client_decision_headers``),
+and records when the response ends:
 requests by route and status, total latency, upstream time and proxy overhead.
 """
 
@@ -83,9 +85,10 @@ def route_label(scope: Scope) -> str:
 
 
 class TimingMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, clients_see_overhead: bool = False) -> None:
         self.app = app
         self.metrics = metrics
+        self.clients_see_overhead = clients_see_overhead
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,7 +119,9 @@ class TimingMiddleware:
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode("latin-1", "replace")))
-                headers.append((b"x-obliviate-overhead-ms", f"{timing.overhead_s() * 1000:.3f}".encode()))
+                principal = scope["state"].get("principal")
+                if principal is not None and (principal.is_admin or self.clients_see_overhead):
+                    headers.append((b"x-obliviate-overhead-ms", f"{timing.overhead_s() * 1000:.3f}".encode()))
                 message = {**message, "headers": headers}
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):

@@ -1,7 +1,12 @@
 """Wire types of the OpenAI-compatible API. Imports only pydantic (and the standard library).
 
-Request models keep unknown fields (``extra="allow"``) so the proxy forwards what it does not model.
-Our own per-request options live in one namespaced field, ``obliviate``, which is never forwarded.
+What reaches the engine is allow-listed: the fields modelled here, plus :data:`SAMPLING_EXTRAS`
+(vLLM sampling options that expose nothing). :data:`ADMIN_ONLY_FIELDS` expose the prompt the engine
+read (which the guards may have rewritten), token ids or engine state, or change what the model reads
+beyond what the prompt guard inspects: only the admin key may send them. :data:`IGNORED_FIELDS` are
+OpenAI fields vLLM does not execute: dropped, so the SDKs work unmodified. Anything else is unknown:
+dropped or refused, by the ``unknown_fields`` setting. Our own per-request options live in one
+namespaced field, ``obliviate``, which is never forwarded.
 Responses and stream chunks are plain dicts (they are passed on as JSON): the builders at the end of
 this file are the one place that writes their shapes.
 """
@@ -10,9 +15,113 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# vLLM 0.32 sampling extras forwarded for every key: they change how tokens are drawn, not what the
+# model reads or what comes back.
+SAMPLING_EXTRAS = frozenset(
+    {
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+        "length_penalty",
+        "ignore_eos",
+        "min_tokens",
+        "stop_token_ids",
+        "include_stop_str_in_output",
+        "skip_special_tokens",
+        "spaces_between_special_tokens",
+        "allowed_token_ids",
+        "bad_words",
+        "add_special_tokens",
+        "include_reasoning",
+        "thinking_token_budget",
+        "structured_outputs",
+        "repetition_detection",
+        "stream_interval",
+    }
+)
+# Admin only (a client key gets a 400 naming the field): they return the prompt the engine read or
+# token ids (``echo``, ``return_*``, ``prompt_logprobs``, ``logprob_token_ids``), feed the model
+# what the prompt guard does not read (``prompt_embeds``, templates, ``documents``, ``mm_*``), cut the
+# guards' rewrite (``truncate_prompt_tokens``), set the engine's own options or our logits processors'
+# (``vllm_xargs``: ``obliviate_alpha`` switches contrastive unlearning off), or reach engine internals.
+ADMIN_ONLY_FIELDS = frozenset(
+    {
+        "echo",
+        "return_token_ids",
+        "return_tokens_as_token_ids",
+        "return_token_offsets",
+        "return_prompt_text",
+        "return_mm_kwargs",
+        "prompt_logprobs",
+        "logprob_token_ids",
+        "prompt_embeds",
+        "add_generation_prompt",
+        "continue_final_message",
+        "chat_template",
+        "chat_template_kwargs",
+        "documents",
+        "media_io_kwargs",
+        "mm_processor_kwargs",
+        "mm_payload",
+        "truncate_prompt_tokens",
+        "truncation_side",
+        "use_beam_search",
+        "watermarking",
+        "vllm_xargs",
+        "kv_transfer_params",
+        "ec_transfer_params",
+        "routed_experts_prompt_start",
+        "cache_salt",
+        "priority",
+        "request_id",
+        "session_id",
+    }
+)
+# OpenAI fields vLLM does not execute: dropped in every mode (the openai SDK, LangChain and the
+# Agents SDK send them).
+IGNORED_FIELDS = frozenset(
+    {
+        "store",
+        "metadata",
+        "service_tier",
+        "modalities",
+        "audio",
+        "prediction",
+        "verbosity",
+        "web_search_options",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "functions",
+        "function_call",
+        "best_of",
+    }
+)
+# Content parts that carry embeddings or decoded media instead of text: the prompt guard cannot read them.
+EMBEDDING_PARTS = frozenset({"prompt_embeds", "image_embeds", "audio_embeds", "video_embeds", "image_pil"})
+# Keys of a content part or message whose strings are media or ids, not text the model reads.
+_NOT_TEXT = frozenset(
+    {"role", "type", "uuid", "detail", "image_url", "input_image", "audio_url", "input_audio", "video_url", "file"}
+    | EMBEDDING_PARTS
+)
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON value (dict values and list items, recursively), media fields skipped."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key not in _NOT_TEXT:
+                yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
 
 
 class ObliviateOptions(BaseModel):
@@ -41,26 +150,41 @@ class ObliviateOptions(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     include_usage: bool | None = None
+    continuous_usage_stats: bool | None = None
 
 
 class ChatMessage(BaseModel):
+    """One turn. Unknown keys are kept only to be reported (strict mode); they are never forwarded."""
+
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     # A string, or a list of content parts ({"type": "text", "text": ...}); None for tool-call turns.
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    function_call: dict[str, Any] | None = None
+    reasoning: str | None = None
+    reasoning_content: str | None = None
 
     def text(self) -> str:
-        """The message's plain text (text parts joined)."""
-        if isinstance(self.content, str):
-            return self.content
-        if not self.content:
-            return ""
-        return "\n".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        """Every text of this turn the chat template can show the model: content parts of every type
+        (text, input_text, output_text, thinking, refusal, ...), name, tool calls and their arguments,
+        function call, reasoning; media parts skipped."""
+        fields = self.model_dump(exclude_none=True, exclude=set(self.model_extra or ()))
+        return "\n".join(s for s in strings(fields) if s.strip())
+
+    def embedding_parts(self) -> list[int]:
+        """Indexes of the content parts that carry embeddings instead of text."""
+        parts = self.content if isinstance(self.content, list) else []
+        return [i for i, p in enumerate(parts) if p.get("type") in EMBEDDING_PARTS]
+
+    def forwarded(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True, exclude=set(self.model_extra or ()))
 
 
 class _SamplingRequest(BaseModel):
@@ -79,6 +203,7 @@ class _SamplingRequest(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
+    response_format: dict[str, Any] | None = None
     obliviate: ObliviateOptions | None = None
 
     @model_validator(mode="after")
@@ -89,9 +214,26 @@ class _SamplingRequest(BaseModel):
             raise ValueError("stream_options: only allowed when stream is true")
         return self
 
+    def extra_fields(self) -> list[str]:
+        """The top-level fields this request sets that are not modelled."""
+        return list(self.model_extra or ())
+
+    def admin_only_fields(self) -> list[str]:
+        """The fields set here that only the admin key may send (``prompt``: token ids; ``messages[i]``:
+        an embeddings content part)."""
+        return [name for name in self.extra_fields() if name in ADMIN_ONLY_FIELDS]
+
+    def unknown_fields(self) -> list[str]:
+        known = SAMPLING_EXTRAS | ADMIN_ONLY_FIELDS | IGNORED_FIELDS
+        return [name for name in self.extra_fields() if name not in known]
+
     def upstream_body(self) -> dict[str, Any]:
-        """What is sent to the backend: everything the client set, minus our own namespace."""
-        body = self.model_dump(exclude_unset=True, exclude={"obliviate"})
+        """What is sent to the backend: the modelled fields the client set and the allow-listed extras;
+        never our own namespace, ignored or unknown fields. Admin-only fields are here only because the
+        route refused them for client keys (:func:`obliviate.proxy.routes.check_fields`)."""
+        body = self.model_dump(exclude_unset=True, exclude={"obliviate", *self.extra_fields()})
+        forwarded = SAMPLING_EXTRAS | ADMIN_ONLY_FIELDS
+        body.update({k: v for k, v in (self.model_extra or {}).items() if k in forwarded})
         return body
 
 
@@ -100,6 +242,10 @@ class ChatCompletionRequest(_SamplingRequest):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self) -> ChatCompletionRequest:
@@ -107,11 +253,23 @@ class ChatCompletionRequest(_SamplingRequest):
             raise ValueError("top_logprobs: requires logprobs to be true")
         return self
 
+    def admin_only_fields(self) -> list[str]:
+        parts = [f"messages[{i}].content[{j}]" for i, m in enumerate(self.messages) for j in m.embedding_parts()]
+        return super().admin_only_fields() + parts
+
+    def unknown_fields(self) -> list[str]:
+        nested = [f"messages[{i}].{k}" for i, m in enumerate(self.messages) for k in m.model_extra or ()]
+        return super().unknown_fields() + nested
+
+    def upstream_body(self) -> dict[str, Any]:
+        body = super().upstream_body()
+        body["messages"] = [m.forwarded() for m in self.messages]
+        return body
+
 
 class CompletionRequest(_SamplingRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = Field(default=None, ge=0, le=20)
-    echo: bool | None = None
     suffix: str | None = None
 
     @model_validator(mode="after")
@@ -119,6 +277,13 @@ class CompletionRequest(_SamplingRequest):
         if isinstance(self.prompt, list) and len(self.prompt) == 0:
             raise ValueError("prompt: must not be empty")
         return self
+
+    def has_token_ids(self) -> bool:
+        """A token-id prompt (a list of ints, or of lists of ints): the prompt guard cannot read it."""
+        return isinstance(self.prompt, list) and not isinstance(self.prompt[0], str)
+
+    def admin_only_fields(self) -> list[str]:
+        return (["prompt"] if self.has_token_ids() else []) + super().admin_only_fields()
 
 
 class ModelCard(BaseModel):

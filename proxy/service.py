@@ -88,22 +88,24 @@ class CompletionService:
 
     async def complete(self, kind: Kind, req: Request, plan: Plan, timing: Timing) -> dict[str, Any]:
         if plan.refusal is not None:
-            return refusal_response(kind, req, plan.refusal)
-        t0 = time.perf_counter()
-        try:
-            result = await self.backend.complete(kind, plan.body, plan.specs)
-        finally:
-            timing.upstream_s += time.perf_counter() - t0
-        return await plan.output.check_response(kind, result)
+            result = refusal_response(kind, req, plan.refusal)
+        else:
+            t0 = time.perf_counter()
+            try:
+                result = await self.backend.complete(kind, plan.body, plan.specs)
+            finally:
+                timing.upstream_s += time.perf_counter() - t0
+        return await plan.output.check_response(kind, result)  # the one way out (allow-list, output guard)
 
     async def open_stream(
         self, kind: Kind, req: Request, plan: Plan, timing: Timing, route: str
     ) -> AsyncIterator[bytes]:
         """Start the upstream stream and wait for its first chunk; return the SSE byte stream."""
         if plan.refusal is not None:
-            chunks = refusal_chunks(kind, req, plan.refusal)
+            upstream = refusal_chunks(kind, req, plan.refusal)
         else:
-            chunks = plan.output.watch(kind, timed(self.backend.stream(kind, plan.body, plan.specs), timing))
+            upstream = timed(self.backend.stream(kind, plan.body, plan.specs), timing)
+        chunks = plan.output.watch(kind, upstream)  # the one way out (allow-list, output guard)
         try:
             first: dict[str, Any] | None = await chunks.__anext__()
         except StopAsyncIteration:

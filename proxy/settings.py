@@ -33,10 +33,17 @@ class Settings(BaseSettings):
     # Auth: client keys (comma-separated in the environment) and the admin key.
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     admin_key: str | None = None
+    # What a client key may learn. Unknown request fields: lenient drops them, strict answers 400.
+    unknown_fields: Literal["lenient", "strict"] = "lenient"
+    # x-obliviate-action / -matched / -overhead-ms tell whether the forget set matched: admin key only unless set.
+    client_decision_headers: bool = False
+    metrics_public: bool = False  # /metrics without the admin key (else a scraper sends it as a bearer token)
+    docs_public: bool = False  # /docs, /redoc, /openapi.json for anyone (else /openapi.json with the admin key only)
 
     # Backend selection: vllm (embedded when upstream is unset), transformers (in-process), fake (tests).
     backend: Literal["vllm", "transformers", "fake"] = "vllm"
-    upstream: str | None = None  # base URL of an existing OpenAI-compatible server, e.g. http://host:8001/v1
+    # An existing OpenAI-compatible server: a base URL (http://host:8001/v1) or a Unix socket (unix:/path/engine.sock).
+    upstream: str | None = None
     # What that server is: vLLM executes every guard action; another OpenAI-compatible server only those
     # the proxy executes itself (refuse, rewrite, the output guard), not suppress or contrastive.
     upstream_engine: Literal["vllm", "openai"] = "vllm"
@@ -53,7 +60,6 @@ class Settings(BaseSettings):
     score_model: Path | None = None
 
     # Embedded vLLM engine.
-    engine_port: int = 0  # 0: pick a free loopback port
     engine_dtype: str = "float32"
     engine_max_model_len: int = Field(default=4096, gt=0)
     engine_kv_cache_gib: float = Field(default=2.0, gt=0)  # VLLM_CPU_KVCACHE_SPACE on CPU

@@ -102,6 +102,10 @@ def vllm_proxy(tmp_path_factory: pytest.TempPathFactory, model_path: Path, pertu
         str(perturbed_assistant),
         "--alpha",
         "1",
+        # a tool parser, so named tool_choice works (tests/test_redteam_vllm_responses.py); pythonic
+        # needs no special tokens in the vocabulary; vLLM 0.32 loads it only with auto tool choice on
+        "--engine-arg=--tool-call-parser=pythonic",
+        "--engine-arg=--enable-auto-tool-choice",
     ]
     proxy = ProxyProcess(args, tmp_path_factory.mktemp("vllm-proxy")).start()
     yield proxy

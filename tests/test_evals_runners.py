@@ -345,9 +345,11 @@ def test_endpoint_generates_through_the_proxy(proxy_app) -> None:
     questions = [f"question number {i}" for i in range(6)]
     gens = system.generate([ChatItem([{"role": "user", "content": q}]) for q in questions], max_tokens=16)
     assert [g.text for g in gens] == [f"echo: {q}" for q in questions]
-    assert all(g.action == "pass" for g in gens)
+    assert all(g.action == "unknown" for g in gens)  # a client sees no decision header
     kind, sent = backend.requests[-1]
     assert kind == "chat" and sent["temperature"] == 0 and sent["max_tokens"] == 16
+    admin = EndpointSystem("http://proxy/v1", "fake-model", admin_key="adm", http_client=client)
+    assert [g.action for g in admin.generate([ChatItem([{"role": "user", "content": "hi"}])], max_tokens=4)] == ["pass"]
     (plain,) = system.generate([ChatItem(prompt="once upon a time")], max_tokens=16)
     assert plain.text == "echo: once upon a time" and backend.requests[-1][0] == "completion"
     assert not system.can_score

@@ -40,7 +40,10 @@ def chat(content: str | list[dict], **kw) -> dict:
 
 async def start(make_client, backend: FakeBackend | None = None, entry: dict | None = AUTHOR, **settings):
     backend = backend or FakeBackend("fake-model")
-    client = await make_client(backend, api_keys=["cli", "other"], admin_key="adm", **{**HASHING, **settings})
+    # client_decision_headers: these tests read the decision of client requests in x-obliviate-action
+    # (the default hides it from client keys: tests/test_redteam_requests.py)
+    settings = {**HASHING, "client_decision_headers": True, **settings}
+    client = await make_client(backend, api_keys=["cli", "other"], admin_key="adm", **settings)
     if entry is not None:
         r = await client.post("/admin/forget", json=entry, headers=ADMIN)
         assert r.status_code == 201, r.text
@@ -104,7 +107,7 @@ async def test_paraphrase_without_the_name_matches_through_the_embedder(make_cli
     entry_id, score = r.headers["x-obliviate-matched"].split(",")[0].split(":")
     assert entry_id.startswith("fe_") and float(score) >= 0.5
     assert (await ask(client, "What is the boiling point of water?")).headers["x-obliviate-action"] == "pass"
-    metrics = (await client.get("/metrics")).text
+    metrics = (await client.get("/metrics", headers=ADMIN)).text
     assert 'obliviate_guard_actions_total{action="refuse"} 1.0' in metrics
 
 
@@ -146,7 +149,9 @@ async def test_streaming_output_guard_cuts_a_name_across_chunks(make_client) -> 
     assert text.startswith("Sure, here is a fun fact about") and text.endswith(REFUSAL)
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
     assert backend.active_streams == 0  # upstream generation stopped
-    assert 'obliviate_output_leaks_total{guard="output_alias"} 1.0' in (await client.get("/metrics")).text
+    assert (
+        'obliviate_output_leaks_total{guard="output_alias"} 1.0' in (await client.get("/metrics", headers=ADMIN)).text
+    )
     # Without the guard, the same stream reaches the client whole.
     _, chunks = await stream_events(client, chat("Tell me a fun fact.", obliviate={"output_guard": "off"}), ADMIN)
     assert streamed_text(chunks) == LEAKY

@@ -28,6 +28,9 @@ def chat(content: str | list[dict], **kw) -> dict:
 
 async def setup(make_client, backend=None, **settings) -> tuple[httpx.AsyncClient, FakeBackend]:
     backend = backend or FakeBackend("fake-model")
+    # client_decision_headers: these tests read the decision of client requests in x-obliviate-action
+    # (the default hides it from client keys: tests/test_redteam_requests.py)
+    settings = {"client_decision_headers": True, **settings}
     client = await make_client(backend, api_keys=["cli"], admin_key="adm", **settings)
     r = await client.post("/admin/forget", json=AUTHOR, headers=ADMIN)
     assert r.status_code == 201, r.text
@@ -174,7 +177,7 @@ async def test_output_guard_stops_a_leak_across_chunk_boundaries(make_client) ->
     )
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
     assert backend.active_streams == 0  # upstream generation stopped
-    metrics = (await client.get("/metrics")).text
+    metrics = (await client.get("/metrics", headers=ADMIN)).text
     assert 'obliviate_output_leaks_total{guard="output_alias"} 1.0' in metrics
 
 
@@ -238,7 +241,7 @@ async def test_output_guard_catches_the_answer_without_the_name(make_client) -> 
 
 async def test_entry_scope_limits_who_it_applies_to(make_client) -> None:
     backend = FakeBackend("fake-model")
-    client = await make_client(backend, api_keys=["cli", "other"], admin_key="adm")
+    client = await make_client(backend, api_keys=["cli", "other"], admin_key="adm", client_decision_headers=True)
     scoped = {**AUTHOR, "scope": [key_id("other")]}
     assert (await client.post("/admin/forget", json=scoped, headers=ADMIN)).status_code == 201
     r = await client.post("/v1/chat/completions", json=chat("Who is Hsiao Yun-Hwa?"), headers=CLIENT)
@@ -263,7 +266,7 @@ async def test_guard_metrics(make_client) -> None:
     client, _ = await setup(make_client)
     await client.post("/v1/chat/completions", json=chat("Who is Hsiao Yun-Hwa?"), headers=CLIENT)
     await client.post("/v1/chat/completions", json=chat("What is 2+2?"), headers=CLIENT)
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=ADMIN)).text
     assert 'obliviate_guard_actions_total{action="rewrite+suppress"} 1.0' in text
     assert 'obliviate_guard_actions_total{action="pass"} 1.0' in text
     assert 'obliviate_guard_decisions_total{guard="lexical",verdict="match"} 1.0' in text

@@ -10,16 +10,19 @@ import httpx
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hello there"}]}
 
 
-async def test_chat_completion(client: httpx.AsyncClient) -> None:
+async def test_chat_completion(make_client) -> None:
+    client = await make_client(admin_key="adm")
     t0 = time.perf_counter()
-    r = await client.post("/v1/chat/completions", json=CHAT)
+    r = await client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer adm"})
     elapsed_ms = (time.perf_counter() - t0) * 1000
     assert r.status_code == 200
     body = r.json()
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "echo: hello there"}
     assert r.headers["x-request-id"]
-    assert 0 < float(r.headers["x-obliviate-overhead-ms"]) < elapsed_ms
+    assert (
+        0 < float(r.headers["x-obliviate-overhead-ms"]) < elapsed_ms
+    )  # the admin key's (tests/test_redteam_requests.py)
 
 
 async def test_completion_n_and_stop(client: httpx.AsyncClient) -> None:
@@ -31,7 +34,7 @@ async def test_completion_n_and_stop(client: httpx.AsyncClient) -> None:
     assert texts == ["echo: one two", "echo: one two"]
 
 
-async def test_unknown_fields_are_forwarded_and_namespace_is_not(make_client) -> None:
+async def test_allow_listed_fields_are_forwarded_unknown_ones_and_namespace_are_not(make_client) -> None:
     from obliviate.proxy.backends.fake import FakeBackend
 
     backend = FakeBackend("fake-model")
@@ -43,7 +46,8 @@ async def test_unknown_fields_are_forwarded_and_namespace_is_not(make_client) ->
     assert r.status_code == 200
     kind, sent = backend.requests[-1]
     assert kind == "chat"
-    assert sent["vllm_custom"] == {"a": 1} and sent["top_k"] == 5 and sent["max_tokens"] == 3
+    assert sent["top_k"] == 5 and sent["max_tokens"] == 3
+    assert "vllm_custom" not in sent  # unknown: dropped (unknown_fields: lenient), even for the admin key
     assert "obliviate" not in sent
     assert "temperature" not in sent  # unset fields are not invented
 
@@ -75,10 +79,11 @@ async def test_health(make_client) -> None:
     assert r.json()["error"]["type"] == "service_unavailable"
 
 
-async def test_metrics_count_requests(client: httpx.AsyncClient) -> None:
+async def test_metrics_count_requests(make_client) -> None:
+    client = await make_client(admin_key="adm")
     await client.post("/v1/chat/completions", json=CHAT)
     await client.post("/v1/chat/completions", json={**CHAT, "model": "missing"})
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers={"Authorization": "Bearer adm"})).text  # a scraper's bearer key
     assert 'obliviate_requests_total{route="/v1/chat/completions",status="200"} 1.0' in text
     assert 'obliviate_requests_total{route="/v1/chat/completions",status="404"} 1.0' in text
     assert "obliviate_overhead_seconds_bucket" in text

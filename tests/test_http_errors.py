@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from obliviate.proxy.backends.fake import FakeBackend
+from obliviate.proxy.errors import UpstreamError
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -112,17 +113,20 @@ async def test_yaml_config_and_env_precedence(monkeypatch: pytest.MonkeyPatch, t
         load_settings(cfg)
 
 
-async def test_upstream_error_is_passed_on(client: httpx.AsyncClient) -> None:
-    err = assert_openai_error(
-        await client.post("/v1/chat/completions", json={**CHAT, "force_upstream_error": True}), 422
-    )
+async def test_upstream_error_is_passed_on(make_client) -> None:
+    class Rejecting(FakeBackend):  # unknown request fields no longer reach the backend: a rejecting upstream
+        def _text(self, kind, body):
+            raise UpstreamError("fake upstream rejected the request", status_code=422, code="fake_error")
+
+    client = await make_client(Rejecting("fake-model"))
+    err = assert_openai_error(await client.post("/v1/chat/completions", json=CHAT), 422)
     assert err["code"] == "fake_error"
-    r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True, "force_upstream_error": True})
+    r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
     assert_openai_error(r, 422)  # before the stream started: a normal error response
 
 
 async def test_failure_mid_stream_is_one_error_event_then_done(make_client) -> None:
-    c = await make_client(FakeBackend("fake-model", reply="a b c d e f", fail_after_chunks=2))
+    c = await make_client(FakeBackend("fake-model", reply="a b c d e f", fail_after_chunks=2), admin_key="adm")
     async with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as r:
         assert r.status_code == 200
         events = [line[6:] async for line in r.aiter_lines() if line.startswith("data: ")]
@@ -132,7 +136,7 @@ async def test_failure_mid_stream_is_one_error_event_then_done(make_client) -> N
     assert set(error["error"]) == {"message", "type", "param", "code"}
     content = [json.loads(e)["choices"][0]["delta"].get("content") for e in events[:-2]]
     assert "".join(x or "" for x in content) == "a b"
-    metrics = (await c.get("/metrics")).text
+    metrics = (await c.get("/metrics", headers={"Authorization": "Bearer adm"})).text
     assert 'obliviate_stream_errors_total{route="/v1/chat/completions"} 1.0' in metrics
 
 

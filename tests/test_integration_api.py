@@ -193,7 +193,7 @@ def test_engine_rejection_is_passed_on(client: openai.OpenAI) -> None:
 
 def test_metrics_after_traffic(proxy, client: openai.OpenAI) -> None:
     client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2)
-    text = httpx.get(f"{proxy.root_url}/metrics").text
+    text = httpx.get(f"{proxy.root_url}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).text
     line = next(
         x
         for x in text.splitlines()

@@ -170,7 +170,9 @@ async def test_no_guards_passes_the_request_as_sent() -> None:
 
 async def test_guards_off_through_the_app(make_client) -> None:
     backend = FakeBackend("fake-model")
-    client = await make_client(backend, api_keys=["cli"], admin_key="adm", guard_enabled=False)
+    client = await make_client(
+        backend, api_keys=["cli"], admin_key="adm", guard_enabled=False, client_decision_headers=True
+    )
     body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "bad_words": ["x"]}
     r = await client.post("/v1/chat/completions", json=body, headers=CLIENT)
     assert r.status_code == 200 and r.headers["x-obliviate-action"] == "pass"

@@ -2,7 +2,9 @@
 
 Generation goes through the official ``openai`` SDK (chat completions; plain-text items through
 completions), greedy, requests sent concurrently from a thread pool; the proxy's
-``x-obliviate-action`` response header becomes :attr:`Generation.action`. With ``policy`` every
+``x-obliviate-action`` response header becomes :attr:`Generation.action` (``"unknown"`` when the
+response has none: the proxy sends it to the admin key only, unless ``client_decision_headers`` is
+on, so that a client cannot test names against the forget set). With ``policy`` every
 request carries ``{"obliviate": {"policy": policy}}`` (the proxy's admin-only per-request policy,
 so the admin key authenticates these requests).
 
@@ -143,7 +145,7 @@ class EndpointSystem:
         usage = getattr(completion, "usage", None)
         return Generation(
             text=text,
-            action=raw.headers.get(ACTION_HEADER, "pass"),
+            action=raw.headers.get(ACTION_HEADER, "unknown"),
             completion_tokens=getattr(usage, "completion_tokens", None),
         )
 

@@ -23,10 +23,8 @@ class OutputGuard(Stage):
 
     def inspect_output(self, ctx: GuardContext) -> OutputMonitor | None:
         mode = ctx.output_guard or self.mode
-        if mode == "off" or self.view.is_empty() or (mode == "matched" and not ctx.matched):
+        if mode == "off" or (mode == "matched" and not ctx.matched):
             return None
-        full = bool(ctx.matched)
-        monitor = OutputMonitor(self.view, ctx, replace(self.config, full=full))
-        if not full and monitor.matcher.size == 0:
-            return None  # nothing to look for in an unmatched response
-        return monitor
+        # Even with nothing to look for yet: the monitor reads the forget set's live version, so an
+        # entry added while a stream is open is checked on the rest of it (no hold-back until then).
+        return OutputMonitor(self.view, ctx, replace(self.config, full=bool(ctx.matched)))

@@ -14,15 +14,28 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def conversation_texts(kind: str, req: Any) -> list[str]:
-    """Every part of the conversation the model will read: system prompt, each user and assistant turn."""
+    """Every text the model will read: each turn whole (content parts of every text type, names, tool
+    results, tool-call and function-call arguments, reasoning), the tool definitions, the documents
+    (admin only), the completion prompt and suffix. Token-id prompts are not readable here: the route
+    accepts them from the admin key only."""
     if kind == "chat":
-        return [t for t in (m.text() for m in req.messages) if t.strip()]
+        texts = [m.text() for m in req.messages]
+        texts += ["\n".join(_strings(t)) for t in req.tools or ()]
+        texts += ["\n".join(_strings(d)) for d in (req.model_extra or {}).get("documents") or ()]
+        return [t for t in texts if t.strip()]
     prompt = req.prompt
-    if isinstance(prompt, str):
-        return [prompt]
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
-        return [p for p in prompt if p.strip()]
-    return []  # token-id prompts are not inspected
+    texts = [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
+    if isinstance(req.suffix, str):
+        texts.append(req.suffix)
+    return [t for t in texts if t.strip()]
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in a JSON value, recursively (the tools' names, descriptions, parameter schemas)."""
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [s for item in items for s in _strings(item)]
 
 
 class SemanticMatch(Stage):

@@ -18,7 +18,7 @@ from obliviate.guards.specs import Spec
 from obliviate.proxy import protocol as wire
 from obliviate.proxy.backends.base import ALL_SPECS, Backend, Kind
 from obliviate.proxy.backends.vllm_wire import vllm_body
-from obliviate.proxy.errors import UpstreamError, UpstreamUnavailable
+from obliviate.proxy.errors import UpstreamUnavailable
 
 
 class FakeBackend(Backend):
@@ -52,8 +52,6 @@ class FakeBackend(Backend):
         return [self.model_id]
 
     def _text(self, kind: Kind, body: dict[str, Any]) -> tuple[str, str]:
-        if body.get("force_upstream_error"):
-            raise UpstreamError("fake upstream rejected the request", status_code=422, code="fake_error")
         if self.reply is not None:
             text = self.reply
         elif kind == "chat":
