@@ -27,7 +27,12 @@ def chat(content: str, **kw) -> dict:
 async def test_policy_routes_matched_requests_to_contrastive_decoding(make_client) -> None:
     backend = FakeBackend("fake-model")
     client = await make_client(
-        backend, api_keys=["cli"], admin_key="adm", guard_policy={"default": "contrastive"}, **ASSISTANTS
+        backend,
+        api_keys=["cli"],
+        admin_key="adm",
+        guard_policy={"default": "contrastive"},
+        client_decision_headers=True,  # this test reads the decision on client requests
+        **ASSISTANTS,
     )
     assert (await client.post("/admin/forget", json=AUTHOR, headers=ADMIN)).status_code == 201
     r = await client.post("/v1/chat/completions", json=chat("Tell me about Hsiao Yun-Hwa's books."), headers=CLIENT)
@@ -48,6 +53,10 @@ async def test_admin_forces_contrastive_and_keeps_other_xargs(make_client) -> No
     assert backend.requests[-1][1]["vllm_xargs"] == {"session_id": "s1", "obliviate_contrastive": 1}
     assert "obliviate" not in backend.requests[-1][1]
     r = await client.post("/v1/chat/completions", json=body, headers=CLIENT)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "vllm_xargs"  # a client may not route itself
+    r = await client.post(
+        "/v1/chat/completions", json=chat("What is 2+2?", obliviate={"action": "contrastive"}), headers=CLIENT
+    )
     assert r.status_code == 403
 
 
