@@ -31,14 +31,46 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
+MAX_DEPTH = 64  # JSON nesting a request may have (OpenAI bodies need well under 20)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def check_json(value: Any) -> None:
+    """Refuse what JSON allows but the rest of the path cannot carry: nesting deeper than
+    ``MAX_DEPTH`` (recursive walkers and the engine's encoder) and lone surrogates (``"\\ud800"``:
+    not encodable as UTF-8, so the tokenizer and the upstream request would fail)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest("request body holds a lone surrogate (\\ud800-\\udfff)", code="invalid_json") from None
+            continue
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"request body is nested deeper than {MAX_DEPTH} levels", code="invalid_json")
+        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+
+
 async def read_json(request: Request, limit: int) -> Any:
     raw = await read_body(request, limit)
     if not raw.strip():
         raise BadRequest("request body is empty; send a JSON object", code="invalid_json")
     try:
-        return json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise BadRequest(f"request body is nested deeper than {MAX_DEPTH} levels", code="invalid_json") from None
+    check_json(data)
+    return data
 
 
 async def parse_request(request: Request, model: type[M]) -> M:

@@ -124,6 +124,22 @@ def strings(value: Any) -> Iterator[str]:
             yield from strings(item)
 
 
+# A client's own ``bad_words`` share vLLM's limit (128 token sequences per request) with the phrases the
+# guards suppress, which keep room for these (``guard_suppress_max_sequences`` = 128 - 2 x 16): past the
+# limit vLLM would fail the request only when the guards had added theirs, a membership oracle.
+BAD_WORDS_MAX = 16
+BAD_WORDS_MAX_CHARS = 256
+
+
+def check_bad_words(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(w, str) and w.strip() for w in value):
+        raise ValueError("bad_words: must be a list of non-blank strings")
+    if len(value) > BAD_WORDS_MAX or sum(len(w) for w in value) > BAD_WORDS_MAX_CHARS:
+        raise ValueError(f"bad_words: at most {BAD_WORDS_MAX} phrases of {BAD_WORDS_MAX_CHARS} characters in all")
+
+
 class ObliviateOptions(BaseModel):
     """Per-request options of the proxy itself (body field ``obliviate``)."""
 
@@ -181,7 +197,7 @@ class ChatMessage(BaseModel):
     def embedding_parts(self) -> list[int]:
         """Indexes of the content parts that carry embeddings instead of text."""
         parts = self.content if isinstance(self.content, list) else []
-        return [i for i, p in enumerate(parts) if p.get("type") in EMBEDDING_PARTS]
+        return [i for i, p in enumerate(parts) if isinstance(p, dict) and str(p.get("type")) in EMBEDDING_PARTS]
 
     def forwarded(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude=set(self.model_extra or ()))
@@ -210,6 +226,7 @@ class _SamplingRequest(BaseModel):
     def _stop_list(self) -> _SamplingRequest:
         if isinstance(self.stop, list) and len(self.stop) > 16:
             raise ValueError("stop: at most 16 sequences")
+        check_bad_words((self.model_extra or {}).get("bad_words"))
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options: only allowed when stream is true")
         return self

@@ -48,6 +48,18 @@ async def timed(chunks: AsyncIterator[dict[str, Any]], timing: Timing) -> AsyncI
         await chunks.aclose()  # type: ignore[attr-defined]
 
 
+def backend_error_for(exc: OpenAIError, plan: Plan) -> OpenAIError:
+    """An error the backend raised, as this caller may see it. The engine's messages can quote what it
+    was sent (vLLM quotes the whole ``bad_words`` list, which holds the suppressed phrases, and the
+    token count of the rewritten prompt): a client key gets a fixed message with the same status,
+    type, param and code, whether or not the guards touched its request; the admin key gets it all."""
+    if plan.ctx.is_admin:
+        return exc
+    where = f" (param: {exc.param})" if exc.param else ""
+    message = f"the model server could not serve this request: HTTP {exc.status_code}{where}"
+    return type(exc)(message, param=exc.param, code=exc.code, status_code=exc.status_code, error_type=exc.error_type)
+
+
 class CompletionService:
     """Executes a guard :class:`~obliviate.guards.plan.Plan` on the backend: a refusal without the
     model, or the plan's body and specs, with the plan's output check on what comes back."""
@@ -93,6 +105,8 @@ class CompletionService:
             t0 = time.perf_counter()
             try:
                 result = await self.backend.complete(kind, plan.body, plan.specs)
+            except OpenAIError as exc:
+                raise backend_error_for(exc, plan) from None
             finally:
                 timing.upstream_s += time.perf_counter() - t0
         return await plan.output.check_response(kind, result)  # the one way out (allow-list, output guard)
@@ -110,13 +124,16 @@ class CompletionService:
             first: dict[str, Any] | None = await chunks.__anext__()
         except StopAsyncIteration:
             first = None
+        except OpenAIError as exc:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            raise backend_error_for(exc, plan) from None
         except BaseException:
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
-        return self._relay(first, chunks, route)
+        return self._relay(first, chunks, route, plan)
 
     async def _relay(
-        self, first: dict[str, Any] | None, chunks: AsyncIterator[dict[str, Any]], route: str
+        self, first: dict[str, Any] | None, chunks: AsyncIterator[dict[str, Any]], route: str, plan: Plan
     ) -> AsyncIterator[bytes]:
         try:
             if first is not None:
@@ -127,7 +144,7 @@ class CompletionService:
         except OpenAIError as exc:
             logger.warning("stream failed after it started: %s (%s)", exc.code, type(exc).__name__)
             self.metrics.stream_errors.labels(route).inc()
-            yield sse(exc.body())
+            yield sse(backend_error_for(exc, plan).body())
             yield DONE
         except Exception:
             logger.exception("stream failed after it started")

@@ -92,8 +92,10 @@ class Settings(BaseSettings):
     guard_window_chars: int = Field(default=300, gt=0)  # prompt windows for the semantic lookup
     guard_refusal: str = "I'm sorry, but I can't help with that: it is information I have been asked to forget."
     guard_max_demos: int = Field(default=3, ge=0)
-    guard_suppress_max_sequences: int = Field(default=128, gt=0)
-    guard_suppress_max_tokens: int = Field(default=1024, gt=0)
+    # vLLM's limits are 128 sequences and 1,024 tokens per request; room is kept for a client's own
+    # bad_words (16 phrases, 256 characters: see obliviate.proxy.protocol.check_bad_words).
+    guard_suppress_max_sequences: int = Field(default=96, gt=0)
+    guard_suppress_max_tokens: int = Field(default=512, gt=0)
     output_guard: Literal["all", "matched", "off"] = "all"
     output_guard_holdback_chars: int = Field(default=48, ge=0)
     output_guard_semantic_threshold: float = Field(default=0.75, ge=-1.0, le=1.0)

@@ -353,3 +353,103 @@ async def test_health_is_up_or_down_for_anyone_details_for_the_admin(make_client
     backend.ready = False
     r = await client.get("/health")
     assert r.status_code == 503 and r.json() == {"status": "unavailable"}
+
+
+# -- 4. errors from the engine, client bad_words, malformed bodies (found by attacking this suite) --------
+
+
+class QuotingEngine(FakeBackend):
+    """Rejects every request the way vLLM 0.32 rejects a bad ``bad_words`` list: the message quotes the
+    whole list it got, which after the guards' suppression holds the forgotten phrases."""
+
+    def _reject(self, body: dict) -> None:
+        from obliviate.proxy.errors import UpstreamError
+
+        self.requests.append(("chat", body))
+        raise UpstreamError(
+            f"Too many bad words after tokenization. Got bad_words={body.get('bad_words')}",
+            param="bad_words",
+            code="invalid_value",
+            status_code=400,
+        )
+
+    async def complete(self, kind, body, specs=()):
+        from obliviate.proxy.backends.vllm_wire import vllm_body
+
+        self._reject(vllm_body(body, specs))
+
+    def stream(self, kind, body, specs=()):
+        from obliviate.proxy.backends.vllm_wire import vllm_body
+
+        async def gen():
+            self._reject(vllm_body(body, specs))
+            yield {}
+
+        return gen()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_engine_error_quoting_the_suppressed_phrases_reaches_no_client(make_client, stream) -> None:
+    backend = QuotingEngine("fake-model")
+    settings = {"index_embedder": "hashing", "guard_semantic_threshold": 0.5, "guard_policy": {"default": "suppress"}}
+    client = await make_client(backend, api_keys=["cli"], admin_key="adm", **settings)
+    assert (await client.post("/admin/forget", json=AUTHOR, headers=ADMIN)).status_code in (200, 201)
+    # a matched question that never names the author
+    body = chat(AUTHOR["question"], bad_words=["filler"], stream=stream)
+    r = await client.post("/v1/chat/completions", json=body, headers=ADMIN)
+    assert r.status_code == 400 and NAME in r.text  # precondition: the engine's message names the author
+    r = await client.post("/v1/chat/completions", json=body, headers=CLIENT)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "bad_words"
+    assert NAME not in received(r) and "Taipei" not in received(r)
+
+
+@pytest.mark.parametrize(
+    "bad_words",
+    [[""], [" "], ["\t"], [f"w{i}" for i in range(17)], ["x" * 257], "not a list", [1]],
+)
+async def test_client_bad_words_are_bounded_whether_or_not_the_guards_add_theirs(make_client, bad_words) -> None:
+    client, backend = await start(make_client, guard_policy={"default": "suppress"})
+    sent = len(backend.requests)
+    matched = await client.post(
+        "/v1/chat/completions", json=chat(AUTHOR["question"], bad_words=bad_words), headers=CLIENT
+    )
+    unmatched = await client.post("/v1/chat/completions", json=chat("Hi there", bad_words=bad_words), headers=CLIENT)
+    assert matched.status_code == unmatched.status_code == 400  # the same answer: no membership oracle
+    assert matched.json()["error"]["code"] == unmatched.json()["error"]["code"]
+    assert len(backend.requests) == sent  # neither reached the engine
+    ok = await client.post(
+        "/v1/chat/completions", json=chat("Hi", bad_words=[f"w{i}" for i in range(16)]), headers=CLIENT
+    )
+    assert ok.status_code == 200  # the bound itself is usable
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "min_p": NaN}',
+        '{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "logit_bias": {"5": Infinity}}',
+        '{"model": "fake-model", "messages": [{"role": "user", "content": "\\ud800 hi"}]}',
+        '{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "stop": ["\\udfff"]}',
+        '{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "tools": '
+        + "[" * 600
+        + "]" * 600
+        + "}",
+        "[" * 5000 + "]" * 5000,
+    ],
+)
+async def test_malformed_bodies_are_a_400_not_a_500(make_client, raw) -> None:
+    client, _ = await start(make_client)
+    r = await client.post("/v1/chat/completions", content=raw, headers={**CLIENT, "content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("part_type", [["text"], {"a": 1}, 7])
+async def test_a_content_part_of_an_odd_type_is_read_not_a_500(make_client, part_type) -> None:
+    client, backend = await start(make_client, guard_policy={"default": "refuse"}, guard_refusal=REFUSAL)
+    body = chat([{"type": part_type, "text": "hi"}])
+    assert (await client.post("/v1/chat/completions", json=body, headers=CLIENT)).status_code == 200
+    r = await client.post(
+        "/v1/chat/completions", json=chat([{"type": part_type, "text": f"Who is {NAME}?"}]), headers=CLIENT
+    )
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == REFUSAL  # its text was inspected
