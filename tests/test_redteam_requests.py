@@ -453,3 +453,33 @@ async def test_a_content_part_of_an_odd_type_is_read_not_a_500(make_client, part
         "/v1/chat/completions", json=chat([{"type": part_type, "text": f"Who is {NAME}?"}]), headers=CLIENT
     )
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == REFUSAL  # its text was inspected
+
+
+def steering(secret: str) -> dict[str, dict]:
+    """Request fields that steer what the model may write, each carrying ``secret``."""
+    schema = {"type": "object", "properties": {"author": {"type": "string", "enum": [secret, "nobody"]}}}
+    tool = {
+        "type": "function",
+        "function": {"name": "bio", "parameters": {"type": "object", "properties": {secret: {}}}},
+    }
+    return {
+        "stop": {"stop": [secret]},
+        "response_format-enum": {
+            "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
+        },
+        "structured-choice": {"structured_outputs": {"choice": [secret, "someone else"]}},
+        "structured-regex": {"structured_outputs": {"regex": secret}},
+        "tool-parameter-name": {"tools": [tool]},
+    }
+
+
+@pytest.mark.parametrize("where", list(steering(NAME)))
+async def test_fields_that_steer_the_output_are_inspected(make_client, where) -> None:
+    client, backend = await start(make_client, guard_policy={"default": "refuse"}, guard_refusal=REFUSAL)
+    # Precondition: the same request with a name outside the forget set reaches the model.
+    r = await client.post(
+        "/v1/chat/completions", json=chat("Who wrote it?", **steering(OTHER_NAME)[where]), headers=CLIENT
+    )
+    assert r.status_code == 200 and REFUSAL not in r.text and len(backend.requests) == 1
+    r = await client.post("/v1/chat/completions", json=chat("Who wrote it?", **steering(NAME)[where]), headers=CLIENT)
+    assert r.status_code == 200 and REFUSAL in r.text and NAME not in received(r) and len(backend.requests) == 1

@@ -16,26 +16,48 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 def conversation_texts(kind: str, req: Any) -> list[str]:
     """Every text the model will read: each turn whole (content parts of every text type, names, tool
     results, tool-call and function-call arguments, reasoning), the tool definitions, the documents
-    (admin only), the completion prompt and suffix. Token-id prompts are not readable here: the route
-    accepts them from the admin key only."""
+    (admin only), the completion prompt and suffix; and every text that steers what it may write.
+    Token-id prompts are not readable here: the route accepts them from the admin key only."""
     if kind == "chat":
         texts = [m.text() for m in req.messages]
         texts += ["\n".join(_strings(t)) for t in req.tools or ()]
         texts += ["\n".join(_strings(d)) for d in (req.model_extra or {}).get("documents") or ()]
-        return [t for t in texts if t.strip()]
-    prompt = req.prompt
-    texts = [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
-    if isinstance(req.suffix, str):
-        texts.append(req.suffix)
+    else:
+        prompt = req.prompt
+        texts = [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
+        if isinstance(req.suffix, str):
+            texts.append(req.suffix)
+    texts += steering_texts(req)
     return [t for t in texts if t.strip()]
 
 
+def steering_texts(req: Any) -> list[str]:
+    """Texts that steer what the model may write: stop sequences, the response format's schema (its
+    enums), structured-output choices, regexes and grammars. A name there can force an answer, or turn
+    a refusal into a one-bit answer (``choice: [name, decoy]``), so it is matched like the prompt."""
+    steering = [req.stop, req.response_format, (req.model_extra or {}).get("structured_outputs")]
+    return ["\n".join(_strings(value)) for value in steering if value]
+
+
+# Keys that are the vocabulary of tool definitions, JSON schemas and structured outputs, not text.
+_SCHEMA_KEYS = frozenset(
+    {"type", "function", "name", "description", "parameters", "properties", "required", "items", "enum", "const"}
+    | {"strict", "additionalProperties", "title", "default", "anyOf", "oneOf", "allOf", "format", "pattern"}
+    | {"json_schema", "schema", "choice", "regex", "grammar", "json", "text", "$defs", "$ref"}
+)
+
+
 def _strings(value: Any) -> list[str]:
-    """Every string in a JSON value, recursively (the tools' names, descriptions, parameter schemas)."""
+    """Every string in a JSON value, and the keys that are not schema vocabulary (a parameter's name
+    reaches the model too)."""
     if isinstance(value, str):
         return [value]
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return [s for item in items for s in _strings(item)]
+    if isinstance(value, dict):
+        keys = [str(k) for k in value if str(k) not in _SCHEMA_KEYS]
+        return keys + [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
 
 
 class SemanticMatch(Stage):
