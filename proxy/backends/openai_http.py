@@ -83,6 +83,7 @@ class OpenAIHTTPBackend(Backend):
         self._client: httpx.AsyncClient | None = None
         self._ready = False
         self._health_task: asyncio.Task[None] | None = None
+        self._pending_check: asyncio.Future[bool] | None = None
 
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -144,7 +145,12 @@ class OpenAIHTTPBackend(Backend):
 
     # requests --------------------------------------------------------------------------------
     def _unavailable(self, exc: Exception) -> UpstreamUnavailable:
-        self._ready = False
+        # One failed request does not make the upstream unready: a keep-alive connection the server had
+        # just closed fails the same way (seen under load on the engine's socket), and marking the backend
+        # unready then refused every request with 503 until the next health tick. Check health now instead.
+        logger.warning("request to upstream %s failed: %s", self.base_url, type(exc).__name__)
+        if self._client is not None:
+            self._pending_check = asyncio.ensure_future(self.check_health())
         return UpstreamUnavailable(
             f"upstream model server is unavailable ({type(exc).__name__})", code="upstream_unavailable"
         )
