@@ -27,6 +27,7 @@ from typing import Any
 from obliviate.guards.aliases import AliasMatcher
 from obliviate.guards.decisions import Decision, GuardContext
 from obliviate.guards.forget_view import ForgetView
+from obliviate.guards.json_text import JsonTextView
 from obliviate.guards.refusal import FINISH, replacement_choice
 from obliviate.guards.response_fields import channels, client_view, logprob_tokens
 from obliviate.guards.text import fold, fold_char, is_word_char
@@ -104,6 +105,7 @@ class OutputMonitor:
         self.answers = [(i, w) for i, w in self.answers if len(w) >= config.min_overlap_words]
         self._semantic_at: dict[Any, int] = {}
         self._alias_checked: dict[Any, tuple[AliasMatcher, int]] = {}  # text key -> (matcher, length checked)
+        self._words_seen: dict[Any, tuple[int, set[str]]] = {}  # text key -> (length read, its content words)
 
     @property
     def holdback(self) -> int:
@@ -112,7 +114,7 @@ class OutputMonitor:
         matcher = self.view.matcher()
         if not matcher.size and not self.config.full:
             return 0
-        return max(self.config.holdback_chars, matcher.max_len + 1)
+        return max(self.config.holdback_chars, _span(matcher) + 1)
 
     def alias(self, text: str, key: Any = None) -> Decision | None:
         """An alias hit in ``text``. With ``key`` (a growing text: one stream channel), only the part
@@ -122,7 +124,7 @@ class OutputMonitor:
         if key is not None:
             last = self._alias_checked.get(key)
             if last is not None and last[0] is matcher:
-                start = _tail_start(text, last[1], matcher.max_len + 1)
+                start = _tail_start(text, last[1], _span(matcher) + 1)
             self._alias_checked[key] = (matcher, len(text))
         for hit in matcher.find(text[start:] if start else text):
             ids = tuple(i for i in hit.entry_ids if self.view.visible_to({i}, self.ctx.key_id))
@@ -130,15 +132,27 @@ class OutputMonitor:
                 return Decision("leak", "output_alias", 1.0, ids)
         return None
 
-    def _overlap(self, text: str) -> Decision | None:
+    def _overlap(self, text: str, key: Any = None, final: bool = True) -> Decision | None:
         if not self.answers:
             return None
-        words = content_words(text)
+        words = self._words(text, key, final)
         for entry_id, answer_words in self.answers:
             share = len(answer_words & words) / len(answer_words)
             if share >= self.config.overlap_threshold:
                 return Decision("leak", "output_overlap", share, (entry_id,))
         return None
+
+    def _words(self, text: str, key: Any, final: bool) -> set[str]:
+        """``text``'s content words; with ``key`` (a growing text), only the words completed since the
+        last call are read (up to the last whitespace, all of it when ``final``): a stream costs linear time."""
+        if key is None:
+            return content_words(text)
+        start, words = self._words_seen.get(key, (0, set()))
+        end = len(text) if final else max(start, max(text.rfind(" "), text.rfind("\n")) + 1)
+        if end > start:
+            words |= content_words(text[start:end])
+        self._words_seen[key] = (end, words)
+        return words
 
     def _semantic(self, text: str) -> Decision | None:
         window = text[-4 * self.config.semantic_every_chars :]
@@ -153,7 +167,7 @@ class OutputMonitor:
         decision = self.alias(text, choice)
         if decision or not self.config.full:
             return decision
-        decision = self._overlap(text)
+        decision = self._overlap(text, choice, final)
         if decision:
             return decision
         last = self._semantic_at.get(choice, 0)
@@ -161,6 +175,12 @@ class OutputMonitor:
             self._semantic_at[choice] = len(text)
             return self._semantic(text)
         return None
+
+
+def _span(matcher: AliasMatcher) -> int:
+    """The longest text, in folded characters, that can hold one hit (the matcher's bound when it reads
+    spelled-out or padded names, else its longest alias)."""
+    return int(getattr(matcher, "max_span", matcher.max_len))
 
 
 def _tail_start(text: str, checked: int, need: int) -> int:
@@ -182,28 +202,61 @@ def _tail_start(text: str, checked: int, need: int) -> int:
 
 
 class _Channels:
-    """One choice's texts so far, by channel, and the logprob path (for the alternatives' context)."""
+    """One choice's texts so far, by channel, each as written and as a client reads it once parsed
+    (:class:`~obliviate.guards.json_text.JsonTextView`: escapes decoded, quotes and JSON structure as
+    spaces); all of them joined in arrival order (a name split between reasoning and content, or
+    across parallel tool calls, is whole there); and the logprob path (the alternatives' context)."""
 
     def __init__(self) -> None:
-        self.texts: dict[str, str] = {}
+        self.texts: dict[str, str] = {}  # as written
+        self.readings: dict[str, str] = {}  # as read once parsed: what the hold-back counts
+        self._parsers: dict[str, JsonTextView] = {}
+        self.joined = ""  # every channel's values (no JSON keys), in arrival order; not logprobs, not tool names
+        self._joined_last = ""  # the channel the joined text ended with
+        self._joined_many = False  # more than one channel joined: the joined text says something new
         self.path = ""  # the chosen logprob tokens so far
 
-    def add(self, kind: str, choice: dict[str, Any]) -> dict[str, int]:
-        """Append ``choice``'s texts; returns each touched channel's length after it."""
+    def add(self, kind: str, choice: dict[str, Any], final: bool = False) -> dict[str, int]:
+        """Append ``choice``'s texts; returns each touched channel's reading length after it."""
         ends = {}
-        for name, text in channels(kind, choice).items():
+        found = channels(kind, choice)
+        names = list(found) + ([n for n in self._parsers if n not in found] if final else [])
+        for name in names:
+            text = found.get(name, "")
             self.texts[name] = self.texts.get(name, "") + text
-            ends[name] = len(self.texts[name])
+            parser = self._parsers.setdefault(name, JsonTextView())
+            reading = parser.feed(text) + (parser.flush() if final else "")
+            self.readings[name] = self.readings.get(name, "") + reading
+            ends[name] = len(self.readings[name])
+            values = parser.take_values()
+            if values and not name.startswith("logprobs") and not name.endswith("name"):
+                if name != self._joined_last:
+                    self._joined_many = self._joined_many or bool(self._joined_last)
+                    self._joined_last = name
+                    values = " " + values
+                self.joined += values
         return ends
+
+    def _parsed(self, name: str) -> bool:
+        return self._parsers[name].changed
 
     def check(
         self, monitor: OutputMonitor, index: int, choice: dict[str, Any], touched: Any, final: bool
     ) -> Decision | None:
         for name in self.texts if final else touched:
-            text = self.texts[name]
-            # logprob tokens spell the content again: aliases only (no second embedding of it)
             key = (index, name)
-            decision = monitor.alias(text, key) if name.startswith("logprobs") else monitor.check(text, key, final)
+            # as written: aliases (an alias may hold a comma or a colon); as read: every check, except
+            # on logprob tokens, which spell the content again (no second embedding of it)
+            decision = monitor.alias(self.texts[name], key)
+            if decision is None and name.startswith("logprobs"):
+                if self._parsed(name):
+                    decision = monitor.alias(self.readings[name], (index, name, "read"))
+            elif decision is None:
+                decision = monitor.check(self.readings[name], (index, name, "read"), final)
+            if decision is not None:
+                return decision
+        if self._joined_many:
+            decision = monitor.alias(self.joined, (index, "joined"))
             if decision is not None:
                 return decision
         return self._check_alternatives(monitor, choice)
@@ -211,7 +264,7 @@ class _Channels:
     def _check_alternatives(self, monitor: OutputMonitor, choice: dict[str, Any]) -> Decision | None:
         """Each top-logprob alternative read after the chosen text before it (alias check)."""
         chosen, alternatives = logprob_tokens(choice.get("logprobs"))
-        context = max(monitor.holdback, monitor.view.matcher().max_len + 1)
+        context = max(monitor.holdback, _span(monitor.view.matcher()) + 1)
         for token, alts in zip(chosen, alternatives, strict=False):
             before = self.path[-context:]
             for alt in alts:
@@ -242,7 +295,7 @@ def guard_response(kind: str, body: dict[str, Any], monitor: OutputMonitor, refu
         if not isinstance(choice, dict):
             continue
         state = _Channels()
-        state.add(kind, choice)
+        state.add(kind, choice, final=True)
         decision = state.check(monitor, choice.get("index", 0), choice, (), final=True)
         if decision is None:
             continue
@@ -273,13 +326,15 @@ class _StreamChoice:
     released: dict[str, int] = field(default_factory=dict)
     held: deque[_Held] = field(default_factory=deque)
     finished: bool = False
-    total: int = 0
+    total: int = 0  # the joined text's folded length: what the other channels have said after a delta
+    _joined_seen: int = 0
     latest: frozenset[str] = frozenset()  # the channels of the latest delta
 
     def hold(self, chunk: dict[str, Any], ends: dict[str, int]) -> None:
         """Hold ``chunk``, whose deltas brought each channel in ``ends`` to that length."""
-        texts = self.texts.texts
-        self.total += sum(_folded_len(texts[c][self._length(c) : end]) for c, end in ends.items())
+        joined = self.texts.joined
+        self.total += _folded_len(joined[self._joined_seen :])
+        self._joined_seen = len(joined)
         self.latest = frozenset(ends) or self.latest
         self.held.append(_Held(chunk, ends, self.total))
 
@@ -297,7 +352,7 @@ class _StreamChoice:
         while self.held:
             head = self.held[0]
             for name, end in head.ends.items():
-                if _folded_len(self.texts.texts[name][end:]) >= hold:
+                if _folded_len(self.texts.readings[name][end:]) >= hold:
                     continue
                 if name not in self.latest and self.total - head.total >= hold:
                     continue
@@ -315,7 +370,7 @@ class _StreamChoice:
 
     def released_text(self, kind: str) -> str:
         name = "content" if kind == "chat" else "text"
-        return self.texts.texts.get(name, "")[: self.released.get(name, 0)]
+        return self.texts.readings.get(name, "")[: self.released.get(name, 0)]
 
 
 async def guard_stream(
@@ -350,8 +405,8 @@ async def guard_stream(
             for choice in choices:
                 index = choice.get("index", 0)
                 state = states.setdefault(index, _StreamChoice())
-                ends = state.texts.add(kind, choice)
                 finish = bool(choice.get("finish_reason"))
+                ends = state.texts.add(kind, choice, final=finish)
                 decision = await checked(index, state, choice, ends, finish)
                 if decision is not None:
                     monitor.ctx.decisions.append(decision)
@@ -364,6 +419,7 @@ async def guard_stream(
                     yield out
         for index, state in sorted(states.items()):  # the upstream ended without finishing a choice
             if state.held:
+                state.texts.add(kind, {}, final=True)  # an escape left cut at the end
                 decision = await checked(index, state, {}, (), True)
                 if decision is not None:
                     monitor.ctx.decisions.append(decision)

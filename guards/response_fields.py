@@ -25,7 +25,7 @@ FUNCTION = frozenset({"name", "arguments"})
 CHAT_TOKEN = frozenset({"token", "logprob", "bytes", "top_logprobs"})
 COMPLETION_LOGPROBS = frozenset({"tokens", "token_logprobs", "top_logprobs", "text_offset"})
 USAGE = frozenset({"prompt_tokens", "completion_tokens", "total_tokens", "completion_tokens_details"})
-TEXT_FIELDS = ("content", "reasoning", "reasoning_content", "refusal")
+TEXT_FIELDS = ("reasoning", "reasoning_content", "content", "refusal")  # in reading order
 
 
 def _pick(value: Any, keys: frozenset[str]) -> Any:

@@ -169,6 +169,26 @@ def test_greedy_generation_with_bad_words_is_the_scored_argmax(model_path: Path)
 
 
 @pytest.mark.integration
+def test_reported_logprobs_are_the_ones_after_the_interventions(model_path: Path) -> None:
+    """As vLLM's processed_logprobs: a banned token never shows among the alternatives (issue 18)."""
+    from obliviate.proxy.backends.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(model_path, "m")
+    backend._load()
+    base = {"model": "m", "messages": QUESTION, "max_tokens": 12, "temperature": 0, "logprobs": True}
+    base["top_logprobs"] = 5
+
+    def alternatives(body: dict) -> list[str]:
+        return [text.strip() for s in backend._run("chat", body, threading.Event()) for text, _ in s.top]
+
+    assert "Paris" in alternatives(base)  # precondition: the name is among the alternatives
+    banned = {**base, "bad_words": ["Paris", " Paris"]}
+    steps = list(backend._run("chat", banned, threading.Event()))
+    assert "Paris" not in [text.strip() for s in steps for text, _ in s.top]
+    assert all(math.isfinite(s.logprob) and s.logprob <= 0 for s in steps)
+
+
+@pytest.mark.integration
 @pytest.mark.slow
 def test_contrastive_with_main_as_base_scores_like_the_unlearned_model(tmp_path_factory, model_path: Path) -> None:
     import numpy as np

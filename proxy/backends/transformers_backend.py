@@ -162,13 +162,19 @@ class TransformersBackend(Backend):
                         return
                     out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
                     past = out.past_key_values
-                    logits = out.logits[0, -1].float()
+                    # logprobs after the interventions (bans, bias, contrastive fusion), as vLLM's
+                    # processed_logprobs: a banned token never shows among the alternatives
+                    logits = iv.step(out_ids, out.logits[0, -1].float(), contrast)
                     logprobs = torch.log_softmax(logits, dim=-1)
-                    token = _pick(iv.step(out_ids, logits, contrast), temperature, top_p, generator)
+                    token = _pick(logits, temperature, top_p, generator)
                     top = []
                     if want_top:
                         vals, idx = torch.topk(logprobs, want_top)
-                        top = [(self.tokenizer.decode([int(i)]), float(v)) for v, i in zip(vals, idx)]
+                        top = [
+                            (self.tokenizer.decode([int(i)]), float(v))
+                            for v, i in zip(vals, idx, strict=True)
+                            if v > float("-inf")
+                        ]
                     if token in eos:
                         finish = "stop"
                         text_all = self.tokenizer.decode(out_ids, skip_special_tokens=True)
