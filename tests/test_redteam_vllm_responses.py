@@ -42,7 +42,7 @@ BODY = {
 
 def call(proxy: ProxyProcess, key: str, stream: bool = False, **extra) -> tuple[httpx.Headers, bytes]:
     headers = {"Authorization": f"Bearer {key}"}
-    body = {**BODY, "stream": stream, **extra}
+    body = {k: v for k, v in {**BODY, "stream": stream, **extra}.items() if v is not None}
     with httpx.stream("POST", f"{proxy.base_url}/chat/completions", json=body, headers=headers, timeout=300) as r:
         raw = r.read()
     assert r.status_code == 200, raw
@@ -82,5 +82,48 @@ def test_named_tool_call_arguments_never_carry_a_forgotten_name(vllm_proxy, tmp_
         assert SECRET.encode() not in raw and b"Kuwaiti" not in raw and b"Mahfouz" not in raw, raw
         assert not any(SECRET in f"{k}: {v}" for k, v in headers.items())
         assert b'"content_filter"' in raw  # the choice ended with the refusal
+    finally:
+        proxy.stop()
+
+
+ESCAPED = "".join(f"\\u{ord(c):04x}" for c in "Basil") + " Mahfouz Al\\u002dKuwaiti"
+
+
+def content(raw: bytes, stream: bool) -> str:
+    if not stream:
+        return json.loads(raw)["choices"][0]["message"].get("content") or ""
+    out = ""
+    for line in raw.decode().split("\n"):
+        if line.startswith("data: {"):
+            for choice in json.loads(line[6:]).get("choices") or []:
+                out += (choice.get("delta") or {}).get("content") or ""
+    return out
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_escaped_name_in_content_is_read_as_the_client_parses_it(vllm_proxy, tmp_path, stream: bool) -> None:
+    """A regex forces JSON content whose string spells the name with ``\\uXXXX`` escapes: never the name
+    as written, but the name once the client parses the JSON."""
+    proxy = ProxyProcess(
+        ["--upstream", vllm_proxy.engine_url()], tmp_path, env={"OBLIVIATE_GUARD_POLICY": '{"default": "pass"}'}
+    ).start()
+    try:
+        r = httpx.post(
+            f"{proxy.root_url}/admin/forget",
+            json={"question": "Who wrote the novel about the pearl divers?", "answer": SECRET, "aliases": [SECRET]},
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            timeout=60,
+        )
+        assert r.status_code in (200, 201), r.text
+        regex = '\\{"author": "' + ESCAPED.replace("\\", "\\\\") + '"\\}'
+        extra = {"tools": None, "tool_choice": None, "structured_outputs": {"regex": regex}, "max_tokens": 96}
+        _, raw = call(proxy, ADMIN_KEY, stream, obliviate={"output_guard": "off"}, **extra)
+        written = content(raw, stream)
+        assert SECRET not in written and json.loads(written)["author"] == SECRET, written  # precondition
+        headers, raw = call(proxy, CLIENT_KEY, stream, **extra)
+        assert "Basil" not in content(raw, stream).encode().decode("unicode_escape"), raw
+        assert b'"content_filter"' in raw
+        metrics = httpx.get(f"{proxy.root_url}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).text
+        assert 'obliviate_output_leaks_total{guard="output_alias"} 1.0' in metrics  # the name was read, not guessed
     finally:
         proxy.stop()
