@@ -6,7 +6,9 @@ port, so no other local user can reach it and skip the guards. vLLM's internal s
 files go to DIR too (:func:`private_env`). Start-up waits until ``/health`` answers and then checks
 that the server on the socket is the engine we started (:func:`verify_engine`); the child is restarted
 if it dies and stopped (with its whole process group) when the proxy stops, and DIR is removed. On
-Linux the child also gets ``PR_SET_PDEATHSIG`` so it cannot outlive a killed proxy.
+Linux the child also gets ``PR_SET_PDEATHSIG`` so it cannot outlive a killed proxy, and (where user
+namespaces are allowed) a network namespace of its own (:mod:`obliviate.proxy.netns`): the gloo
+listeners vLLM's CPU worker opens on loopback are then on a loopback no other process can reach.
 
 The engine reports logprobs after every intervention (``--logprobs-mode processed_logprobs``): after
 bad_words bans, logit_bias and the contrastive logits processor, so ``top_logprobs`` never shows a token
@@ -33,6 +35,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from obliviate.proxy import netns
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +165,7 @@ class EngineSupervisor:
         restart_backoff_s: float = 1.0,
         log_path: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        private_network: str = "auto",
     ) -> None:
         self.model_path = Path(model_path)
         self.served_model_name = served_model_name
@@ -174,6 +179,8 @@ class EngineSupervisor:
         self.restart_backoff_s = restart_backoff_s
         self.log_path = log_path
         self.extra_env = dict(extra_env or {})
+        self.private_network = private_network  # "auto", "on", "off": see obliviate.proxy.netns
+        self.in_private_network = False
         self.process: subprocess.Popen[bytes] | None = None
         self.healthy = False
         self.restarts = 0
@@ -216,12 +223,14 @@ class EngineSupervisor:
         ]
         if self.enforce_eager:
             cmd.append("--enforce-eager")
-        return cmd + self.extra_args
+        cmd += self.extra_args
+        return netns.wrap(cmd) if self.in_private_network else cmd
 
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the engine and wait until it is healthy (raises on failure or timeout)."""
         self._stopping = False
+        self.in_private_network = await asyncio.to_thread(netns.use_private_network, self.private_network)
         if self.socket_dir is None:
             self.socket_dir = private_dir()
         try:

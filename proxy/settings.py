@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     engine_startup_timeout_s: float = Field(default=600.0, gt=0)
     engine_restart_backoff_s: float = Field(default=1.0, ge=0)
     engine_extra_args: list[str] = Field(default_factory=list)
+    # The engine in a network namespace of its own (obliviate.proxy.netns): "auto" where the host allows
+    # user namespaces (else the host's loopback, with a warning), "on" (refuse to start without), "off".
+    engine_private_network: Literal["auto", "on", "off"] = "auto"
 
     # Forget-set index (issue #3). Paths default to files under `home`.
     index_enabled: bool = True

@@ -182,35 +182,47 @@ def _models(url: str) -> list[str]:
         return [m["id"] for m in client.get("models").json()["data"]]
 
 
-def _speaks_http(port: int) -> bool:
-    """Whether a loopback TCP listener answers an HTTP request (vLLM's API would)."""
+def _listening_ports(pid: int) -> set[int]:
+    """The TCP ports in LISTEN state in the network namespace of process ``pid`` (as it sees them)."""
+    ports = set()
+    for name in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{name}") as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if state == "0A":  # TCP_LISTEN
+                    ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _connects(port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(b"GET /v1/models HTTP/1.0\r\nHost: x\r\n\r\n")
-            return s.recv(16).startswith(b"HTTP/")
-    except OSError:  # refused, reset or silent: not an HTTP server
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
         return False
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_embedded_engine_listens_on_no_tcp_port(vllm_proxy) -> None:
-    """The API server and the engine core open no TCP port. vLLM's CPU worker keeps torch's gloo
-    listeners (its collectives, even at world size 1): loopback only, no HTTP, no way to submit a prompt."""
+    """The API server and the engine core open no TCP port; vLLM's CPU worker keeps torch's gloo
+    listeners (its collectives, even at world size 1), but in a network namespace of the engine's own:
+    from the host, nothing of the engine can be connected to."""
     engine = vllm_proxy.engine_process()
     url = vllm_proxy.engine_url()
     _, sock = split_upstream(url)
     assert _models(url) == [MODEL]  # precondition: this is the engine, and it answers through its socket
     family = [engine, *engine.children(recursive=True)]
-    listeners = {p: [c.laddr for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN] for p in family}
     workers = [p for p in family if p.name().startswith("VLLM::Worker")]
-    servers = [p for p in family if p not in workers]
-    assert engine in servers and any(p.name().startswith("VLLM::EngineCore") for p in servers)
-    assert {p.pid: listeners[p] for p in servers} == {p.pid: [] for p in servers}
-    for worker in workers:
-        for addr in listeners[worker]:
-            assert addr.ip in ("127.0.0.1", "::1"), addr
-            assert not _speaks_http(addr.port), addr
+    assert workers and any(p.name().startswith("VLLM::EngineCore") for p in family)
+    own = os.readlink("/proc/self/ns/net")
+    assert {os.readlink(f"/proc/{p.pid}/ns/net") for p in family} - {own} == {os.readlink(f"/proc/{engine.pid}/ns/net")}
+    inside = set().union(*(_listening_ports(p.pid) for p in workers))
+    assert inside  # precondition: the worker does listen, in its own namespace
+    host = _listening_ports(os.getpid())
+    for port in inside - host:  # a port the host uses for something else says nothing about the engine
+        assert not _connects(port), port
+    assert not any(c.status == psutil.CONN_LISTEN for p in family for c in p.net_connections(kind="inet"))
     assert _models(url) == [MODEL]  # the probes left the engine running
     folder = Path(sock).parent.stat()
     assert folder.st_uid == os.getuid() and stat.S_IMODE(folder.st_mode) == 0o700

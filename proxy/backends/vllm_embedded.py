@@ -31,6 +31,7 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
             startup_timeout_s=settings.engine_startup_timeout_s,
             restart_backoff_s=settings.engine_restart_backoff_s,
             log_path=settings.home / "logs" / "vllm-engine.log",
+            private_network=settings.engine_private_network,
         )
         super().__init__(
             UNIX_BASE_URL,  # over the engine's socket, known once it starts
