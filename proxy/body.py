@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -69,8 +70,18 @@ async def read_json(request: Request, limit: int) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
         raise BadRequest(f"request body is nested deeper than {MAX_DEPTH} levels", code="invalid_json") from None
-    check_json(data)
+    if _may_need_check(raw):
+        check_json(data)
     return data
+
+
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")  # an escaped one, or one as raw bytes
+
+
+def _may_need_check(raw: bytes) -> bool:
+    """Whether ``raw`` can hold what :func:`check_json` refuses: more brackets than ``MAX_DEPTH`` (else
+    it cannot nest that deep) or a surrogate (escaped, or as bytes: ``json.loads`` lets those through)."""
+    return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or _SURROGATE.search(raw) is not None
 
 
 async def parse_request(request: Request, model: type[M]) -> M:

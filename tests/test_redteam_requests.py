@@ -435,6 +435,7 @@ async def test_client_bad_words_are_bounded_whether_or_not_the_guards_add_theirs
         + "]" * 600
         + "}",
         "[" * 5000 + "]" * 5000,
+        b'{"model": "fake-model", "messages": [{"role": "user", "content": "\xed\xa0\x80 hi"}]}',  # as bytes
     ],
 )
 async def test_malformed_bodies_are_a_400_not_a_500(make_client, raw) -> None:
