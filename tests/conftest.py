@@ -91,17 +91,11 @@ def vllm_proxy(tmp_path_factory: pytest.TempPathFactory, model_path: Path, pertu
     perturbed copy, alpha 1): only requests routed to it are fused; every other request decodes as
     plain vLLM (tests/test_contrastive_engines.py checks that, and tests/test_engine_lifecycle.py
     serves without the plugin)."""
+    from tests.contrastive_models import contrastive_serve_args
     from tests.engines import ProxyProcess
 
     args = [
-        "--model-path",
-        str(model_path),
-        "--assistant-base",
-        str(model_path),
-        "--assistant-unlearned",
-        str(perturbed_assistant),
-        "--alpha",
-        "1",
+        *contrastive_serve_args(model_path, perturbed_assistant),
         # a tool parser, so named tool_choice works (tests/test_redteam_vllm_responses.py); pythonic
         # needs no special tokens in the vocabulary; vLLM 0.32 loads it only with auto tool choice on
         "--engine-arg=--tool-call-parser=pythonic",

@@ -81,3 +81,18 @@ def greedy_chat(model_path: Path, prompts: Sequence[str], max_tokens: int) -> li
             )
             out.append(tok.decode(gen[0, len(ids) :], skip_special_tokens=True))
     return out
+
+
+def contrastive_serve_args(model_path: Path, assistant: Path, alpha: float = 1.0) -> list[str]:
+    """`obliviate serve` arguments for the tests' contrastive pair: base = the model itself, unlearned =
+    ``assistant`` (a perturbed copy)."""
+    return [
+        "--model-path",
+        str(model_path),
+        "--assistant-base",
+        str(model_path),
+        "--assistant-unlearned",
+        str(assistant),
+        "--alpha",
+        f"{alpha:g}",
+    ]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from openai import OpenAI, PermissionDeniedError
 
-from tests.contrastive_models import PROMPTS, greedy_chat
+from tests.contrastive_models import PROMPTS, contrastive_serve_args, greedy_chat
 from tests.engines import ADMIN_KEY, CLIENT_KEY, ProxyProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,18 +38,7 @@ def vllm_contrastive(vllm_proxy: ProxyProcess) -> ProxyProcess:
 
 @pytest.fixture(scope="module")
 def hf_contrastive(tmp_path_factory: pytest.TempPathFactory, model_path: Path, perturbed_assistant: Path):
-    args = [
-        "--backend",
-        "transformers",
-        "--model-path",
-        str(model_path),
-        "--assistant-base",
-        str(model_path),
-        "--assistant-unlearned",
-        str(perturbed_assistant),
-        "--alpha",
-        "1",
-    ]
+    args = ["--backend", "transformers", *contrastive_serve_args(model_path, perturbed_assistant)]
     proxy = ProxyProcess(args, tmp_path_factory.mktemp("contrastive-proxy")).start()
     yield proxy
     proxy.stop()
