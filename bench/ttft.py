@@ -5,7 +5,8 @@ first content a client sees can come later than the engine produced it. This ben
 that delay against a baseline checkout, on the same engine, interleaved request by request:
 
 - the baseline proxy (``--baseline-python``: an interpreter where an earlier checkout of Obliviate is
-  installed, e.g. a clean clone's ``.venv/bin/python``) starts the embedded vLLM on a TCP port;
+  installed, e.g. a clean clone's ``.venv/bin/python``) starts the embedded vLLM (on its Unix socket,
+  or on a TCP port for a checkout from before the socket);
 - this checkout's proxy talks to that same engine with ``--upstream``;
 - both hold the same forget set (TOFU forget10, so the output guard runs on every stream), and the
   questions (TOFU world facts) match none of it: pass-through requests, streamed, with a client key.
@@ -23,7 +24,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from obliviate.evals.provenance import git_commit
-from obliviate.proxy.engine import free_port
+from obliviate.proxy.backends.openai_http import upstream_client
 from obliviate.proxy.launcher import ProxyProcess
 from obliviate.proxy.models import prepare_bundled_model
 from obliviate.proxy.settings import DEFAULT_MODEL_ID, default_home
@@ -49,33 +48,6 @@ def pct(values: list[float], q: float) -> float:
     k = (len(ordered) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def start_baseline(python: str, home: Path, model: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    """The baseline proxy with its embedded engine: (process, proxy root URL, engine /v1 URL)."""
-    port = free_port()
-    env = {**os.environ, "OBLIVIATE_HOME": str(home), "HF_HUB_OFFLINE": "1", **KEYS}
-    cmd = [python, "-m", "obliviate.proxy.cli", "serve", "--port", str(port), "--model-path", str(model)]
-    log = open(home / "baseline.log", "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home)
-    root = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"baseline proxy exited with {proc.returncode}; see {home / 'baseline.log'}")
-        try:
-            if httpx.get(f"{root}/health", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        raise TimeoutError("baseline proxy not healthy")
-    for child in psutil.Process(proc.pid).children():
-        cmdline = child.cmdline()
-        if "--port" in cmdline and any("vllm.entrypoints" in c for c in cmdline):
-            return proc, root, f"http://127.0.0.1:{cmdline[cmdline.index('--port') + 1]}/v1"
-    raise LookupError("the baseline proxy has no embedded vLLM on a TCP port")
 
 
 def import_forget_set(root: str) -> None:
@@ -127,7 +99,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         (home / "baseline").mkdir()
-        baseline, baseline_root, engine = start_baseline(args.baseline_python, home / "baseline", model)
+        baseline = ProxyProcess(["--model-path", str(model)], home / "baseline", env=KEYS, python=args.baseline_python)
+        baseline.start()
+        baseline_root, engine = baseline.root_url, baseline.engine_url()
         current = None
         try:
             current = ProxyProcess(["--upstream", engine], home / "current", env=KEYS).start()
@@ -138,7 +112,9 @@ def main() -> None:
                 args.baseline_label: (f"{baseline_root}/v1", {"Authorization": f"Bearer {CLIENT}"}),
                 "current": (current.base_url, {"Authorization": f"Bearer {CLIENT}"}),
             }
-            clients = {name: httpx.Client(base_url=url, headers=h, timeout=600) for name, (url, h) in targets.items()}
+            clients = {
+                name: upstream_client(url, sync=True, headers=h, timeout=600) for name, (url, h) in targets.items()
+            }
             for client in clients.values():  # warm-up
                 stream_once(client, "chat/completions", questions[0], args.max_tokens)
             samples = {name: {"ttft": [], "latency": [], "per_token": []} for name in targets}
@@ -155,8 +131,7 @@ def main() -> None:
         finally:
             if current is not None:
                 current.stop()
-            baseline.terminate()
-            baseline.wait(60)
+            baseline.stop()
     results: dict[str, Any] = {}
     for name, s in samples.items():
         results[name] = {

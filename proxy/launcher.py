@@ -27,13 +27,15 @@ from obliviate.proxy.engine import free_port, term_with_parent
 
 @dataclass
 class ProxyProcess:
-    """``obliviate serve --port <port> <args>`` with ``OBLIVIATE_HOME=home`` plus ``env``."""
+    """``obliviate serve --port <port> <args>`` with ``OBLIVIATE_HOME=home`` plus ``env``, on ``python``
+    (another checkout's interpreter serves a baseline in the benchmarks; it runs in ``home``)."""
 
     args: list[str]
     home: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    python: str = sys.executable
 
     @property
     def base_url(self) -> str:
@@ -57,10 +59,11 @@ class ProxyProcess:
         }
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            cmd = [sys.executable, "-m", "obliviate.proxy.cli", "serve", "--port", str(self.port), *self.args]
+            cmd = [self.python, "-m", "obliviate.proxy.cli", "serve", "--port", str(self.port), *self.args]
             self.process = subprocess.Popen(
                 cmd,
                 env=env,
+                cwd=None if self.python == sys.executable else self.home,
                 stdout=log,
                 stderr=subprocess.STDOUT,  # noqa: S603
                 preexec_fn=term_with_parent,
@@ -97,6 +100,8 @@ class ProxyProcess:
         """The embedded engine as ``--upstream`` takes it: ``unix:/path/engine.sock`` (it has no TCP port);
         call it directly with ``openai_http.upstream_client(url)``."""
         cmd = self.engine_process().cmdline()
+        if "--uds" not in cmd and "--port" in cmd:  # a checkout from before the engine's socket
+            return f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}/v1"
         return f"unix:{cmd[cmd.index('--uds') + 1]}"
 
     def descendants(self) -> list[psutil.Process]:
