@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 _WS = re.compile(r"\s+")
 
 
+@lru_cache(maxsize=65536)
 def fold_char(ch: str) -> str:
     decomposed = unicodedata.normalize("NFKD", ch)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
@@ -19,7 +21,10 @@ def fold_char(ch: str) -> str:
 
 def fold(text: str) -> str:
     """Case-folded, accents stripped, runs of whitespace collapsed to one space."""
-    return _WS.sub(" ", "".join(fold_char(c) for c in text)).strip()
+    if text.isascii():
+        return _WS.sub(" ", text.lower()).strip()
+    decomposed = unicodedata.normalize("NFKD", text)  # per character, as ``fold_char``
+    return _WS.sub(" ", "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()).strip()
 
 
 def fold_with_offsets(text: str) -> tuple[str, list[int]]:

@@ -20,7 +20,7 @@ logger = logging.getLogger("obliviate")
 # sub-command -> (module whose ``register(subparsers)`` adds it, one-line help for ``obliviate --help``).
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "forget": ("obliviate.proxy.cli_forget", "manage the forget set of a running proxy (admin key)"),
-    "guard": ("obliviate.guards.cli", "guard tools"),
+    "guard": ("obliviate.evals.attacks.guard_cli", "guard tools"),
     "finetune": ("obliviate.unlearn.cli", "supervised fine-tuning on QA JSON Lines (answer tokens only)"),
     "unlearn": ("obliviate.unlearn.cli", "weight-level unlearning of a forget set (open-unlearning losses)"),
     "eval": ("obliviate.evals.cli", "evaluate a system (HF folder or endpoint) on TOFU, MUSE-News, attacks"),

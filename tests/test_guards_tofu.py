@@ -25,7 +25,14 @@ def report() -> dict:
         "real_authors": tofu_split("real_authors"),
         "world_facts": tofu_split("world_facts"),
     }
-    return calibrate(forget, retain, target_recall=0.95, configured=Settings().guard_semantic_threshold)
+    settings = Settings()
+    return calibrate(
+        forget,
+        retain,
+        target_recall=0.95,
+        configured=settings.guard_semantic_threshold,
+        window_chars=settings.guard_window_chars,
+    )
 
 
 def test_forget_questions_and_paraphrases_are_caught(report: dict) -> None:
@@ -66,7 +73,12 @@ def test_calibrate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         == 0
     )
     saved = json.loads(out.read_text())
-    assert saved["forget_questions"] == 40 and saved["retain_questions"] == {"world_facts": 117}
+    assert saved["forget_questions"] == 40 and saved["retain_questions"]["world_facts"] == 117
+    # the generated obfuscation set and the attack families, with recall per variant and cascade stage
+    assert {"obfuscated_retain", "near_names"} <= set(saved["retain_questions"])
+    obfuscation = saved["positive_sets"]["obfuscation"]
+    assert obfuscation["n"] >= 26 and obfuscation["stages"] and "per_variant" in obfuscation
+    assert "attack:obfuscated_name" in saved["configured"]["per_positive_set"]
     assert saved["chosen"]["recall"] >= 0.9
     assert "threshold" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no such file"):

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from obliviate.guards.output_guard import _tail_start
 from obliviate.proxy.backends.fake import FakeBackend
 
 ADMIN = {"Authorization": "Bearer adm"}
@@ -437,6 +438,7 @@ async def test_streamed_logprobs_stay_aligned_with_the_released_text(make_client
     """Logprobs travel with their text: what was released of one is exactly what was released of the other,
     and neither shows a token of the name cut by the hold-back (before, top_logprobs went out first)."""
     words = ["Here", " is", " a", " long", " and", " harmless", " opening", " sentence", " about", " the", " sea", ","]
+    words += [" about", " its", " waves", ",", " its", " tides", " and", " its", " shores", ","]  # past the hold-back
     words += [" then", " the", " author", " is", " Basil", " Mahfouz", " Al", "-K", "uwaiti", "."]
     chunks = [chunk("chat", delta({"role": "assistant", "content": ""}))]
     chunks += [chunk("chat", delta({"content": w}, logprobs=chat_logprobs([w], [[w.upper()]]))) for w in words]
@@ -453,12 +455,10 @@ async def test_streamed_logprobs_stay_aligned_with_the_released_text(make_client
     assert text.startswith("Here is a long") and tokens == text
 
 
-async def test_the_stream_check_keeps_word_boundaries_across_chunks(make_client) -> None:
-    """Only the new tail of a stream is read again: a word that merely ends like the name is no hit."""
-    words = ["Some", " prefix", " words", " then", " the", " word", " Zu", "basil", " Mahfouz", " Al-Kuwaiti", "."]
-    chunks = [chunk("chat", delta({"role": "assistant", "content": ""}))]
-    chunks += [chunk("chat", delta({"content": w})) for w in words] + [chunk("chat", delta({}, "stop"))]
-    client = await start(make_client, Scripted(chunks=chunks))
-    _, raw, events = await stream(client, "chat", CLIENT)
-    assert not refused(events)
-    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]) == "".join(words)
+def test_the_stream_check_rereads_the_tail_from_a_word_start() -> None:
+    """Only the new tail of a stream is read again, from the start of a word: a tail that began inside
+    "Zubasil" would read "basil" as a word of its own."""
+    text = "Some prefix words then the word Zubasil"
+    start = _tail_start(text, len(text) - 2, 4)
+    assert text[start:] == "Zubasil" and start == text.index("Zubasil")
+    assert _tail_start("a  b   cd", 9, 4) == 3  # a whitespace run counts once: "b cd" is 4 folded chars

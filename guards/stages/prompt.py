@@ -3,13 +3,16 @@ the whole conversation, so a name in turn 1 still counts when turn 3 asks about 
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from obliviate.guards.decisions import Decision, GuardContext
+from obliviate.guards.errors import BadRequest
 from obliviate.guards.forget_view import ForgetView
 from obliviate.guards.stages.base import Stage
 
+logger = logging.getLogger(__name__)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -29,6 +32,25 @@ def conversation_texts(kind: str, req: Any) -> list[str]:
             texts.append(req.suffix)
     texts += steering_texts(req)
     return [t for t in texts if t.strip()]
+
+
+def check_inspect_limits(texts: list[str], max_texts: int, max_chars: int) -> None:
+    """400 when a request holds more texts or characters than the prompt guard reads: it is refused,
+    never passed with part of it unread."""
+    if len(texts) > max_texts:
+        raise BadRequest(
+            f"the request has {len(texts)} texts (turns, tools and steering fields); this server's guard"
+            f" inspects at most {max_texts} per request",
+            param="messages",
+            code="too_many_texts",
+        )
+    chars = sum(len(t) for t in texts)
+    if chars > max_chars:
+        raise BadRequest(
+            f"the request has {chars} characters of text; this server's guard inspects at most {max_chars} per request",
+            param="messages",
+            code="too_many_characters",
+        )
 
 
 def steering_texts(req: Any) -> list[str]:
@@ -63,11 +85,14 @@ def _strings(value: Any) -> list[str]:
 class SemanticMatch(Stage):
     name = "semantic"
 
-    def __init__(self, view: ForgetView, threshold: float, window_chars: int, top_k: int = 5) -> None:
+    def __init__(
+        self, view: ForgetView, threshold: float, window_chars: int, top_k: int = 5, *, max_windows: int | None = None
+    ) -> None:
         self.view = view
         self.threshold = threshold
         self.window_chars = window_chars
         self.top_k = top_k
+        self.max_windows = max_windows
 
     def windows(self, texts: list[str]) -> list[str]:
         """Each text whole, or for a long one each of its sentences (long sentences cut to
@@ -80,7 +105,15 @@ class SemanticMatch(Stage):
             for sentence in _SENTENCE.split(t):
                 sentence = sentence.strip()
                 out += [sentence[i : i + self.window_chars] for i in range(0, len(sentence), self.window_chars)]
-        return list(dict.fromkeys(w for w in out if w.strip()))
+        windows = list(dict.fromkeys(w for w in out if w.strip()))
+        if self.max_windows is not None and len(windows) > self.max_windows:
+            raise BadRequest(
+                f"the request's text splits into {len(windows)} sentences or windows; this server's guard"
+                f" inspects at most {self.max_windows} per request",
+                param="messages",
+                code="too_many_windows",
+            )
+        return windows
 
     def scores(self, texts: list[str], key_id: str) -> dict[str, float]:
         """The best semantic score per entry over the texts' windows."""
@@ -107,6 +140,13 @@ class LexicalMatch(Stage):
         self.view = view
 
     def inspect_prompt(self, ctx: GuardContext) -> Decision:
-        found = self.view.matcher().entry_ids("\n".join(ctx.texts))
-        ids = tuple(sorted(self.view.visible_to(found, ctx.key_id)))
+        """Aliases over the whole conversation, through the matching cascade (``AliasMatcher.find``); the
+        stage that matched each entry goes to the log with the entry id, never the text."""
+        stages: dict[str, str] = {}
+        for hit in self.view.matcher().find("\n".join(ctx.texts)):
+            for entry_id in hit.entry_ids:
+                stages.setdefault(entry_id, hit.stage)
+        ids = tuple(sorted(self.view.visible_to(set(stages), ctx.key_id)))
+        if ids:
+            logger.info("request %s: lexical match %s", ctx.request_id, ",".join(f"{i}:{stages[i]}" for i in ids))
         return Decision("match" if ids else "pass", self.name, 1.0 if ids else 0.0, ids, tuple((i, 1.0) for i in ids))
