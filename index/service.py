@@ -4,11 +4,14 @@ Writes: validate -> chunk -> embed (outside any lock) -> commit to the store (du
 the in-memory index -> return. Writers are serialised by one mutex, so the index applies changes in
 version order. Once ``add``/``delete`` returns, the next ``match`` sees the change.
 
-Reads: ``match`` embeds outside any lock, then searches FAISS and resolves ids under the read side
-of a readers-writer lock. A writer's in-memory apply (FAISS add/remove plus the id -> chunk map)
-happens under the write side, so a reader sees a change entirely or not at all (never some chunks
-of an entry, never an id without its chunk). Applying is cheap (microseconds to milliseconds), so
-readers wait little; rebuilding the index (switching flat -> IVF) happens off to the side and is
+Reads: ``match`` embeds outside any lock (through :class:`~obliviate.index.embed_worker.EmbedWorker`,
+which shares the model fairly between concurrent callers, behind a cache of recent query vectors),
+then searches FAISS under the read side of a readers-writer lock and resolves the hit ids to entries
+in the store (SQLite). A writer commits to the store before it adds to FAISS, and applies a change
+(FAISS add/remove) under the write side, so a reader sees a change entirely or not at all and every
+id it finds is stored (an id deleted meanwhile is skipped). Memory holds the FAISS index only: the
+hits' entries, texts and scopes are read from the store. Applying is cheap (microseconds to
+milliseconds), so readers wait little; rebuilding the index (switching flat -> IVF) happens off to the side and is
 swapped in under the write lock.
 
 Start-up: open the store, load the snapshot (or rebuild from the stored vectors), reconcile the
@@ -19,6 +22,7 @@ the store.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -28,8 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from obliviate.index.chunking import chunk_text, content_hash, normalize
+from obliviate.index.embed_worker import CancelToken, EmbedCache, EmbedWorker, QueryEncoder, text_key
 from obliviate.index.entry import EntryIn
-from obliviate.index.reconcile import load_and_reconcile
+from obliviate.index.reconcile import load_and_reconcile, release_free_memory
 from obliviate.index.rwlock import RWLock
 from obliviate.index.store import AddResult, NewEntry, SQLiteStore
 
@@ -73,6 +78,9 @@ class IndexSettings(Protocol):
     index_embed_batch_size: int
     index_preload_embedder: bool
     index_embedder: str
+    index_query_cache_entries: int
+    index_embed_worker_batch: int
+    index_embed_threads: int
 
 
 @dataclass
@@ -89,6 +97,9 @@ class IndexConfig:
     batch_size: int = 64
     preload_embedder: bool = True
     model_folder: Path | None = None  # None: the bundled all-MiniLM-L6-v2
+    query_cache_entries: int = 20_000  # query vectors kept by text hash (LRU); 0: no cache
+    worker_batch: int = 16  # texts per embedding batch, shared round-robin between concurrent callers
+    embed_threads: int = 1  # OpenMP threads of the embedding worker (0: torch's default)
 
     @classmethod
     def from_settings(cls, s: IndexSettings) -> IndexConfig:
@@ -104,6 +115,9 @@ class IndexConfig:
             top_k=s.index_match_top_k,
             batch_size=s.index_embed_batch_size,
             preload_embedder=s.index_preload_embedder,
+            query_cache_entries=s.index_query_cache_entries,
+            worker_batch=s.index_embed_worker_batch,
+            embed_threads=s.index_embed_threads,
         )
 
 
@@ -113,9 +127,11 @@ class ForgetIndex:
         self.store = SQLiteStore(config.db_path)
         self._embedder: Embedder | HashingEmbedder | None = embedder
         self._embedder_lock = threading.Lock()
+        self._worker = self._new_worker()
+        self._queries = QueryEncoder(self._worker, EmbedCache(config.query_cache_entries))
+        self._results = EmbedCache(config.query_cache_entries)  # match results, see match_many
+        self._listeners: list[Any] = []
         self._vindex: VectorIndex | None = None
-        self._refs: dict[int, tuple[str, str]] = {}  # vec_id -> (entry_id, chunk text)
-        self._scopes: dict[str, tuple[str, ...]] = {}  # entry_id -> key ids (only scoped entries)
         self._applied_version = 0
         self._snapshot_version = -1
         self._rw = RWLock()
@@ -172,6 +188,7 @@ class ForgetIndex:
         self._started = True
         if changed or self._snapshot_version != self._applied_version:
             self.snapshot()
+        release_free_memory()  # the load's and the snapshot's transient copies
         n_entries, n_chunks = self.store.counts()
         logger.info(
             "forget index ready: %d entries, %d vectors (%s), version %d, in %.2fs",
@@ -185,6 +202,7 @@ class ForgetIndex:
             self._spawn(self._snapshot_loop, "forget-snapshot")
         if self.config.preload_embedder and n_entries and self._embedder is None:
             self._spawn(self._preload, "forget-embedder-load")
+        self._notify()  # views of the forget set can build now, off any request
 
     def stop(self) -> None:
         if not self._started:
@@ -193,6 +211,9 @@ class ForgetIndex:
         for t in self._threads:
             t.join(timeout=30)
         self._threads.clear()
+        self._worker.close()
+        self._worker = self._new_worker()
+        self._queries = QueryEncoder(self._worker, self._queries.cache)
         try:
             self.snapshot()
         except Exception:  # a failed snapshot costs a reconcile at the next start, nothing more
@@ -210,6 +231,9 @@ class ForgetIndex:
         import anyio
 
         await anyio.to_thread.run_sync(self.stop)
+
+    def _new_worker(self) -> EmbedWorker:
+        return EmbedWorker(self.embedder, batch_size=self.config.worker_batch, threads=self.config.embed_threads)
 
     def _spawn(self, target: Any, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -241,7 +265,7 @@ class ForgetIndex:
             ivf_threshold=cfg.ivf_threshold,
             nprobe=cfg.nprobe,
         )
-        self._vindex, self._refs, self._scopes = loaded.vindex, loaded.refs, loaded.scopes
+        self._vindex = loaded.vindex
         self._applied_version, self._snapshot_version = loaded.version, loaded.snapshot_version
         return loaded.changed
 
@@ -316,7 +340,7 @@ class ForgetIndex:
         for e, h, c in todo:
             unique.setdefault(h, (e, c))
         flat_chunks = [c for _, cs in unique.values() for c in cs]
-        vectors = self.embedder().encode(flat_chunks) if flat_chunks else None
+        vectors = self._worker.encode(flat_chunks) if flat_chunks else None
         new_entries: list[NewEntry] = []
         pos = 0
         for h, (e, cs) in unique.items():
@@ -329,6 +353,7 @@ class ForgetIndex:
                     by_hash[r.content_hash] = r
                 self._apply_adds([r for r in by_hash.values() if r.created])
             self._maybe_rebuild()
+        self._notify()
         results = []
         for _, h, _ in prepared:
             if h in by_hash:
@@ -352,12 +377,20 @@ class ForgetIndex:
         with self._rw.write():
             if ids.size:
                 self._index.add(ids, vecs)
-            for r in results:
-                for c in r.chunks:
-                    self._refs[c.vec_id] = (r.id, c.text)
-                if r.scope:
-                    self._scopes[r.id] = r.scope
             self._applied_version = max(self._applied_version, max(r.version for r in results))
+
+    def subscribe(self, listener: Any) -> None:
+        """``listener(version)`` is called after each applied change, before ``add``/``delete``
+        returns (in the writer's thread): a view kept in step with the index can catch up there,
+        not on the next request."""
+        self._listeners.append(listener)
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(self._applied_version)
+            except Exception:  # a failed listener catches up on its own (it checks the version)
+                logger.exception("forget index change listener failed")
 
     def _maybe_rebuild(self) -> None:
         """Switch index kind off to the side (writers are held by the caller), then swap it in."""
@@ -384,11 +417,9 @@ class ForgetIndex:
                 return False
             with self._rw.write():
                 self._index.remove(list(r.vec_ids))
-                for vid in r.vec_ids:
-                    self._refs.pop(vid, None)
-                self._scopes.pop(entry_id, None)
                 self._applied_version = max(self._applied_version, r.version)
             self._maybe_rebuild()
+        self._notify()
         logger.info("forget set: deleted %s by %s", entry_id, actor)
         return True
 
@@ -412,18 +443,37 @@ class ForgetIndex:
         *,
         key_id: str | None = None,
         min_score: float | None = None,
+        token: CancelToken | None = None,
     ) -> list[list[Match]]:
+        """Like :meth:`match` for each text. ``token``: abandon the embedding when it is cancelled
+        (default: the calling thread's :func:`~obliviate.index.embed_worker.cancel_scope`).
+
+        Results are kept per (text, forget-set version, key, top_k, min_score): a conversation's
+        earlier turns are neither embedded nor searched again until the forget set changes (a change
+        moves the version, so a request that starts after it returned searches afresh)."""
         top_k = top_k or self.config.top_k
-        if not self._refs:  # nothing to match: no need to embed
+        if self._vindex is None or self._vindex.ntotal == 0:  # nothing to match: no need to embed
             return [[] for _ in texts]
+        scope = f"{self._applied_version}|{key_id}|{top_k}|{min_score}|".encode()
+        keys = [text_key(t) + scope for t in texts]
+        known = self._results.get_many(keys)
+        todo = [i for i, r in enumerate(known) if r is None]
+        if not todo:
+            return list(known)
         pieces: list[str] = []
         owner: list[int] = []
-        for i, t in enumerate(texts):
+        for j, i in enumerate(todo):
+            t = texts[i]
             cs = [c.text for c in chunk_text(t, self.config.chunk_words, self.config.chunk_overlap_words)] or [t]
             pieces += cs
-            owner += [i] * len(cs)
-        queries = self.embedder().encode(pieces)
-        return self._search(queries, owner, len(texts), top_k, key_id, min_score)
+            owner += [j] * len(cs)
+        queries = self._queries.encode(pieces, token)
+        fresh = self._search(queries, owner, len(todo), top_k, key_id, min_score)
+        self._results.put_many([(keys[i], fresh[j]) for j, i in enumerate(todo)])
+        out = list(known)
+        for j, i in enumerate(todo):
+            out[i] = fresh[j]
+        return out
 
     def _search(
         self, queries: Any, owner: list[int], n: int, top_k: int, key_id: str | None, min_score: float | None
@@ -434,22 +484,44 @@ class ForgetIndex:
                 return [[] for _ in range(n)]
             k = min(self._vindex.ntotal, top_k * 8 + 8)
             scores, ids = self._vindex.search(queries, k)
-            for row, i in enumerate(owner):
-                for score, vid in zip(scores[row], ids[row], strict=True):
-                    if vid < 0:
-                        continue
-                    entry_id, chunk = self._refs[int(vid)]
-                    if key_id is not None:
-                        scope = self._scopes.get(entry_id)
-                        if scope and key_id not in scope:
-                            continue
-                    s = float(score)
-                    if min_score is not None and s < min_score:
-                        continue
-                    prev = best[i].get(entry_id)
-                    if prev is None or s > prev.score:
-                        best[i][entry_id] = Match(entry_id, s, chunk)
+        if min_score is not None:
+            ids = ids.copy()
+            ids[scores < min_score] = -1
+        # Resolve the hits in the store (a chunk is committed before FAISS has it): each row's first
+        # ``top_k`` first, the rest only for rows that still lack ``top_k`` entries (several chunks of
+        # one entry, entries of other keys, deletions).
+        head = ids[:, :top_k]
+        refs = self.store.resolve_chunks(head[head >= 0].tolist())
+        short = [r for r in range(len(ids)) if self._accepted(head[r], refs, key_id) < top_k]
+        if short and ids.shape[1] > top_k:
+            tail = ids[short, top_k:]
+            refs.update(self.store.resolve_chunks(tail[tail >= 0].tolist()))
+        for row, i in enumerate(owner):
+            for score, vid in zip(scores[row].tolist(), ids[row].tolist(), strict=True):
+                ref = refs.get(vid) if vid >= 0 else None
+                if ref is None:  # no hit, or deleted since the search
+                    continue
+                entry_id, chunk, scope = ref
+                if key_id is not None and scope != "[]" and key_id not in json.loads(scope):
+                    continue
+                prev = best[i].get(entry_id)
+                if prev is None or score > prev.score:
+                    best[i][entry_id] = Match(entry_id, score, chunk)
         return [sorted(b.values(), key=lambda m: -m.score)[:top_k] for b in best]
+
+    def entry_briefs(self, *, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Entries' ids, aliases, question, answer, scope and version, without their texts."""
+        return self.store.entry_briefs(after=after, limit=limit)
+
+    @staticmethod
+    def _accepted(row: Any, refs: dict[int, tuple[str, str, str]], key_id: str | None) -> int:
+        """Distinct entries among one row's resolved hits that apply to ``key_id``."""
+        entries = set()
+        for vid in row.tolist():
+            ref = refs.get(vid)
+            if ref is not None and (key_id is None or ref[2] == "[]" or key_id in json.loads(ref[2])):
+                entries.add(ref[0])
+        return len(entries)
 
     def get(self, entry_id: str) -> dict[str, Any] | None:
         return self.store.get_entry(entry_id)
@@ -467,12 +539,23 @@ class ForgetIndex:
         return self._applied_version
 
     def consistent_view(self) -> dict[str, Any]:
-        """Under the read lock: the FAISS ids and the id map agree (what a reader can rely on)."""
+        """Under the read lock: the FAISS ids, how many of them the store resolves (``refs``) and to how
+        many entries. ``pending`` ids are deletions committed to the store but not yet applied to FAISS
+        (a delete commits first). For tests: a torn change shows as an entry with only some chunks."""
         with self._rw.read():
-            ntotal = self._index.ntotal
-            n_refs = len(self._refs)
-            entries = {e for e, _ in self._refs.values()}
-            return {"ntotal": ntotal, "refs": n_refs, "entries": len(entries), "version": self._applied_version}
+            ids = self._index.ids().tolist()
+            refs = self.store.resolve_chunks(ids)
+            per_entry: dict[str, int] = {}
+            for e, _, _ in refs.values():
+                per_entry[e] = per_entry.get(e, 0) + 1
+            return {
+                "ntotal": len(ids),
+                "refs": len(refs),
+                "pending": len(ids) - len(refs),
+                "entries": len(per_entry),
+                "chunks_per_entry": sorted(set(per_entry.values())),
+                "version": self._applied_version,
+            }
 
     def verify(self) -> dict[str, Any]:
         """Compare the index with the store (writers held off). For tests and the admin API."""
@@ -482,7 +565,6 @@ class ForgetIndex:
             version = self.store.version()
             with self._rw.read():
                 index_ids = set(self._index.ids().tolist())
-                ref_ids = set(self._refs)
                 kind = self._index.kind
                 applied = self._applied_version
         missing = store_ids - index_ids
@@ -494,7 +576,7 @@ class ForgetIndex:
             "index_kind": kind,
             "missing": len(missing),
             "extra": len(extra),
-            "in_sync": not missing and not extra and ref_ids == store_ids and applied == version,
+            "in_sync": not missing and not extra and applied == version,
             "version": version,
             "applied_version": applied,
             "snapshot_version": self._snapshot_version,

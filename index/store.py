@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,14 +358,72 @@ class SQLiteStore:
         with self._rlock:
             return [int(r[0]) for r in self.reader.execute("SELECT vec_id FROM chunks")]
 
-    def chunk_refs(self) -> Iterator[tuple[int, str, str, str]]:
-        """(vec_id, entry_id, chunk text, entry scope JSON) for every stored chunk."""
+    def chunk_texts(self, vec_ids: Sequence[int]) -> dict[int, str]:
+        return {vid: text for vid, (_, text, _) in self.resolve_chunks(vec_ids).items()}
+
+    def resolve_chunks(self, vec_ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
+        """vec id -> (entry id, chunk text, entry scope JSON) for the given ids that are stored
+        (deleted ones are absent)."""
+        out: dict[int, tuple[str, str, str]] = {}
+        ids = list(dict.fromkeys(int(i) for i in vec_ids))
+        with self._rlock:
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                marks = ",".join("?" * len(part))
+                for r in self.reader.execute(
+                    "SELECT c.vec_id, c.entry_id, c.text, e.scope FROM chunks c JOIN entries e ON e.id = c.entry_id"
+                    f" WHERE c.vec_id IN ({marks})",
+                    part,
+                ):
+                    out[int(r[0])] = (r[1], r[2], r[3])
+        return out
+
+    def entry_briefs(self, *, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """id, aliases, question, answer, scope and version of entries after ``after`` (no text):
+        what the guards' view of the forget set keeps in memory."""
         with self._rlock:
             rows = self.reader.execute(
-                "SELECT c.vec_id, c.entry_id, c.text, e.scope FROM chunks c JOIN entries e ON e.id = c.entry_id"
+                "SELECT id, aliases, question, answer, scope, version FROM entries WHERE version > ?"
+                " ORDER BY version LIMIT ?",
+                (after, limit),
             ).fetchall()
-        for r in rows:
-            yield int(r[0]), r[1], r[2], r[3]
+        return [
+            {
+                "id": r[0],
+                "aliases": json.loads(r[1]),
+                "question": r[2],
+                "answer": r[3],
+                "scope": json.loads(r[4]),
+                "version": int(r[5]),
+            }
+            for r in rows
+        ]
+
+    def vectors_into(self, vec_ids: Sequence[int], out: Any, *, batch: int = 2000) -> list[int]:
+        """Fill ``out[i]`` (float32 rows of width ``out.shape[1]``) with the stored vector of ``vec_ids[i]``,
+        a batch at a time (no list of every blob in memory). Returns the positions without a usable vector."""
+        import numpy as np
+
+        dim = out.shape[1]
+        missing: list[int] = []
+        for start in range(0, len(vec_ids), batch):
+            part = [int(v) for v in vec_ids[start : start + batch]]
+            found: dict[int, bytes | None] = {}
+            with self._rlock:
+                for i in range(0, len(part), 500):
+                    sub = part[i : i + 500]
+                    marks = ",".join("?" * len(sub))
+                    for r in self.reader.execute(
+                        f"SELECT vec_id, embedding FROM chunks WHERE vec_id IN ({marks})", sub
+                    ):
+                        found[int(r[0])] = r[1]
+            for j, vid in enumerate(part):
+                blob = found.get(vid)
+                if blob is not None and len(blob) == dim * 4:
+                    out[start + j] = np.frombuffer(blob, dtype=np.float32)
+                else:
+                    missing.append(start + j)
+        return missing
 
     def vectors(self, vec_ids: Sequence[int] | None = None) -> tuple[list[int], list[bytes | None]]:
         """Stored embeddings (raw float32 bytes, or None when missing) for the given vec ids, or all."""

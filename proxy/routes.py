@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from obliviate.proxy.auth import identify, require_admin, require_client
 from obliviate.proxy.body import parse_request
+from obliviate.proxy.disconnect import ClientDisconnected, unless_disconnected
 from obliviate.proxy.errors import BadRequest
 from obliviate.proxy.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from obliviate.proxy.settings import Settings
@@ -69,8 +70,18 @@ async def _serve(request: Request, kind: str, req: ChatCompletionRequest | Compl
     service, principal, settings = request.app.state.service, request.state.principal, request.app.state.settings
     check_fields(req, principal.is_admin, settings)
     service.admit(req, principal)
+    # A client key's own prompt tokens and context, the same whatever the guards do (proxy/prompt_tokens.py).
+    reserve = settings.client_context_reserve_tokens
+    budget = await service.budget(kind, req, principal, reserve)
     # The guards decide here: refuse, or what the backend runs (obliviate.guards.pipeline.GuardPipeline.plan).
-    plan = await service.guards.plan(kind, req, principal, request.state.request_id)
+    planning = service.guards.plan(
+        kind, req, principal, request.state.request_id, prompt_tokens=budget.tokens if budget else None
+    )
+    try:  # a client that goes away stops the guards' work for it (proxy/disconnect.py)
+        plan = await unless_disconnected(request, planning)
+    except ClientDisconnected:
+        return Response(status_code=499)
+    await service.fit(kind, plan, budget, reserve)
     # Whether the forget set matched is the admin's to know (no membership oracle for client keys).
     headers = service.headers(plan) if principal.is_admin or settings.client_decision_headers else {}
     if req.stream:

@@ -17,8 +17,9 @@ from typing import Any
 from obliviate.guards.pipeline import GuardPipeline, NoGuards
 from obliviate.guards.plan import Plan
 from obliviate.proxy.backends.base import Backend, Kind
-from obliviate.proxy.errors import Forbidden, NotFound, OpenAIError, UpstreamUnavailable, error_body
+from obliviate.proxy.errors import Forbidden, NotFound, OpenAIError, UpstreamError, UpstreamUnavailable, error_body
 from obliviate.proxy.metrics import Metrics, Timing
+from obliviate.proxy.prompt_tokens import PromptBudget, client_budget, prompt_field
 from obliviate.proxy.protocol import ChatCompletionRequest, CompletionRequest
 from obliviate.proxy.refusals import refusal_chunks, refusal_response
 
@@ -53,8 +54,11 @@ def backend_error_for(exc: OpenAIError, plan: Plan) -> OpenAIError:
     was sent (vLLM quotes the whole ``bad_words`` list, which holds the suppressed phrases, and the
     token count of the rewritten prompt): a client key gets a fixed message with the same status,
     type, param and code, whether or not the guards touched its request; the admin key gets it all."""
-    if plan.ctx.is_admin:
-        return exc
+    return exc if plan.ctx.is_admin else client_error(exc)
+
+
+def client_error(exc: OpenAIError) -> OpenAIError:
+    """``exc`` with a fixed message: what a client key sees of an engine error."""
     where = f" (param: {exc.param})" if exc.param else ""
     message = f"the model server could not serve this request: HTTP {exc.status_code}{where}"
     return type(exc)(message, param=exc.param, code=exc.code, status_code=exc.status_code, error_type=exc.error_type)
@@ -68,6 +72,8 @@ class CompletionService:
         self.backend = backend
         self.metrics = metrics
         self.guards = guards  # GuardPipeline, or NoGuards when guards are off
+        if isinstance(guards, GuardPipeline):  # the rewrite's budget in the engine's tokens, where the proxy has them
+            guards.count_tokens_with(backend.text_tokens)
 
     def check_model(self, model: str) -> None:
         served = self.backend.model_ids()
@@ -90,6 +96,48 @@ class CompletionService:
         if given and not principal.is_admin:  # every ``obliviate`` option is admin only
             param = f"obliviate.{given[0]}"
             raise Forbidden(f"the '{param}' field needs the admin key", param=param, code="admin_required")
+
+    async def budget(self, kind: Kind, req: Request, principal: Any, reserve: int) -> PromptBudget | None:
+        """Client keys: their prompt's own tokens and the context they see, whatever the guards will do (a
+        400 when it does not fit). None for the admin key (the engine's numbers and limit) and where the
+        backend cannot count (obliviate.proxy.prompt_tokens)."""
+        if principal.is_admin:
+            return None
+        try:
+            return await client_budget(self.backend, kind, req.upstream_body(), reserve)
+        except UpstreamError as exc:  # the engine could not read the client's prompt
+            raise client_error(exc) from None
+
+    async def fit(self, kind: Kind, plan: Plan, budget: PromptBudget | None, reserve: int) -> None:
+        """Client keys: send ``max_tokens`` = C - P when the client set none, and keep what the guards added
+        to the prompt within ``reserve``, so the engine's context is never what stops a client's request.
+        The rewrite's budget holds it there (the engine's tokenizer, or an estimate where the proxy has none);
+        a rewrite counted over it (or that cannot be counted) is dropped, with a warning."""
+        if budget is None or budget.context is None or plan.refusal is not None:
+            return
+        body = plan.body if budget.fill is None else {**plan.body, "max_tokens": budget.fill}
+        key = prompt_field(kind)
+        if body.get(key) != budget.sent:  # the guards lengthened the prompt
+            try:
+                counts = await self.backend.count_prompt(kind, body) or []
+                added = max((n - m for n, m in zip(counts, budget.counts, strict=True)), default=reserve + 1)
+            except (OpenAIError, ValueError) as exc:
+                logger.warning(
+                    "request %s: the rewritten prompt could not be counted (%s)",
+                    plan.ctx.request_id,
+                    type(exc).__name__,
+                )
+                added = reserve + 1
+            if added > reserve:
+                logger.warning(
+                    "request %s: the rewrite adds %d tokens, more than client_context_reserve_tokens (%d): sent"
+                    " without it",
+                    plan.ctx.request_id,
+                    added,
+                    reserve,
+                )
+                body = {**body, key: budget.sent}
+        plan.body = body
 
     def headers(self, plan: Plan) -> dict[str, str]:
         ctx = plan.ctx

@@ -105,6 +105,25 @@ class Settings(BaseSettings):
     output_guard_semantic_every_chars: int = Field(default=80, gt=0)
     output_guard_overlap_threshold: float = Field(default=0.6, gt=0.0, le=1.0)
 
+    # Guard cost bounded and fair (issue #19): query vectors cached by text hash (LRU entries), one
+    # embedding worker serving concurrent requests in small round-robin batches, and per-request caps
+    # on what the prompt guard inspects (above them: 400, never a silent skip of the guard).
+    index_query_cache_entries: int = Field(default=20_000, ge=0)
+    index_embed_worker_batch: int = Field(default=16, gt=0)
+    index_embed_threads: int = Field(default=1, ge=0)  # the embedding worker's OpenMP threads; 0: torch's default
+    guard_max_texts: int = Field(default=4096, gt=0)  # turns, tool definitions and steering texts
+    guard_max_chars: int = Field(default=1_000_000, gt=0)  # characters over all of them
+    guard_max_windows: int = Field(default=8192, gt=0)  # semantic-lookup windows (long turns give several)
+    # The guards' view of the forget set: changes apply at once as an overlay; the full matcher is rebuilt
+    # in the background once the overlay holds this many changes or is this old.
+    guard_view_rebuild_after_entries: int = Field(default=256, gt=0)
+    guard_view_rebuild_after_s: float = Field(default=300.0, gt=0)
+
+    # What a client key sees of the context (issue #18: no membership oracle through token counts). Clients
+    # get the engine's context less this reserve, which bounds what the rewrite adds to a prompt; the proxy
+    # counts a client's own prompt exactly and reports that (obliviate.proxy.prompt_tokens).
+    client_context_reserve_tokens: int = Field(default=384, ge=0)
+
     # Contrastive decoding (issue #5): offset needs base + unlearned; uld needs assistant_path.
     assistant_mode: Literal["offset", "uld"] = "offset"
     assistant_base: Path | None = None

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from obliviate.guards.decisions import Decision, GuardContext
-from obliviate.guards.rewrite import rewrite_messages, rewrite_prompt
+from obliviate.guards.rewrite import RewriteBudget, rewrite_messages, rewrite_prompt
 from obliviate.guards.specs import ContrastiveSpec, SuppressionSpec
 from obliviate.guards.stages.base import Stage
 from obliviate.guards.suppression import build_spec
@@ -24,18 +24,21 @@ class Refuse(Stage):
 
 
 class Rewrite(Stage):
-    """In-context unlearning: an instruction and refusal demonstrations before the conversation."""
+    """In-context unlearning: an instruction and refusal demonstrations before the conversation, adding
+    at most ``budget.tokens`` to the prompt (None: unbounded)."""
 
     name = "rewrite"
 
-    def __init__(self, max_demos: int) -> None:
+    def __init__(self, max_demos: int, budget: RewriteBudget | None = None) -> None:
         self.max_demos = max_demos
+        self.budget = budget
 
     def transform_request(self, body: dict[str, Any], ctx: GuardContext) -> dict[str, Any]:
         entries = list(ctx.entries.values())
         if ctx.kind == "chat":
-            return {**body, "messages": rewrite_messages(body["messages"], entries, max_demos=self.max_demos)}
-        return {**body, "prompt": rewrite_prompt(body["prompt"], entries)}
+            messages = rewrite_messages(body["messages"], entries, max_demos=self.max_demos, budget=self.budget)
+            return {**body, "messages": messages}
+        return {**body, "prompt": rewrite_prompt(body["prompt"], entries, budget=self.budget)}
 
 
 class Contrastive(Stage):

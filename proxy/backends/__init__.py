@@ -36,6 +36,7 @@ def build_backend(settings: Settings, model_path: Path | None = None) -> Backend
             api_key=settings.upstream_api_key,
             timeout_s=settings.upstream_timeout_s,
             max_connections=settings.upstream_max_connections,
+            tokenizer_dir=settings.score_model,  # a local copy of the served model: prompt tokens counted here
         )
     from obliviate.proxy.backends.vllm_embedded import EmbeddedVLLMBackend
 

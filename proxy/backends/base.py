@@ -39,6 +39,23 @@ class Backend(abc.ABC):
     def model_ids(self) -> list[str]:
         """The model ids this backend serves."""
 
+    def default_max_tokens(self, kind: Kind) -> int | None:
+        """The completion length the engine gives a request without ``max_tokens`` (None: the context left)."""
+        return None
+
+    def context_length(self) -> int | None:
+        """The engine's context length in tokens (vLLM's ``max_model_len``), when known."""
+        return None
+
+    async def count_prompt(self, kind: Kind, body: dict[str, Any]) -> list[int] | None:
+        """The tokens the engine would read for each prompt of ``body`` (one for chat), counted exactly as it
+        counts them; None when this backend cannot tell (obliviate.proxy.prompt_tokens)."""
+        return None
+
+    def text_tokens(self, text: str) -> int | None:
+        """A plain text's tokens with the engine's tokenizer, when the proxy holds it (else None)."""
+        return None
+
     @abc.abstractmethod
     async def complete(self, kind: Kind, body: dict[str, Any], specs: Sequence[Spec] = ()) -> dict[str, Any]:
         """Run a non-streaming request and return the response body."""

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -19,6 +20,7 @@ from obliviate.guards.specs import Spec
 from obliviate.proxy.backends.base import ALL_SPECS, ROUTE_FOR_KIND, Backend, Kind
 from obliviate.proxy.backends.vllm_wire import vllm_body
 from obliviate.proxy.errors import UpstreamUnavailable, upstream_error_from_response
+from obliviate.proxy.prompt_tokens import PromptCounter
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +59,10 @@ class OpenAIHTTPBackend(Backend):
     """Talks to ``base_url`` (ending in ``/v1``, or ``unix:/path`` for a server on a Unix socket: see
     :func:`split_upstream`). ``served_ids`` pins the model ids when known.
 
-    ``engine``: "vllm" executes the guards' specs through vLLM's request fields (``vllm_wire``);
-    "openai" (any other OpenAI-compatible server) executes none of them."""
+    ``engine``: "vllm" executes the guards' specs through vLLM's request fields (``vllm_wire``) and
+    counts prompts with its ``/tokenize`` (or with the tokenizer in ``tokenizer_dir``, once checked
+    against it: :class:`~obliviate.proxy.prompt_tokens.PromptCounter`); "openai" (any other
+    OpenAI-compatible server) executes none of them and cannot count."""
 
     def __init__(
         self,
@@ -70,8 +74,11 @@ class OpenAIHTTPBackend(Backend):
         max_connections: int = 256,
         served_ids: list[str] | None = None,
         health_interval_s: float = 2.0,
+        tokenizer_dir: Path | None = None,
     ) -> None:
         self.base_url, self.uds = split_upstream(base_url)
+        # vLLM serves /tokenize beside /v1, not under it.
+        self.root_url = self.base_url.removesuffix("/v1")
         self.upstream_engine = engine
         self.name = "vllm" if engine == "vllm" else "openai-http (non-vLLM upstream)"
         self.capabilities = ALL_SPECS if engine == "vllm" else frozenset()
@@ -84,6 +91,8 @@ class OpenAIHTTPBackend(Backend):
         self._ready = False
         self._health_task: asyncio.Task[None] | None = None
         self._pending_check: asyncio.Future[bool] | None = None
+        self._max_model_len: int | None = None
+        self.prompts = PromptCounter(self.tokenize, tokenizer_dir) if engine == "vllm" else None
 
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -98,6 +107,10 @@ class OpenAIHTTPBackend(Backend):
             limits=limits,
         )
         await self.check_health()
+        if self.prompts is not None:
+            await self.prompts.load()
+            if self._ready:
+                await self.prompts.verify()
         self._health_task = asyncio.create_task(self._health_loop(), name="upstream-health")
 
     async def stop(self) -> None:
@@ -116,9 +129,12 @@ class OpenAIHTTPBackend(Backend):
         try:
             resp = await self.client.get("/models", timeout=5.0)
             resp.raise_for_status()
-            ids = [m["id"] for m in resp.json().get("data", [])]
+            cards = resp.json().get("data", [])
+            ids = [m["id"] for m in cards]
             if ids:
                 self._served_ids = ids
+            lengths = [m.get("max_model_len") for m in cards]
+            self._max_model_len = next((n for n in lengths if isinstance(n, int) and n > 0), None)
             self._ready = True
         except Exception as exc:  # noqa: BLE001 - health is a yes/no
             if self._ready:
@@ -142,6 +158,33 @@ class OpenAIHTTPBackend(Backend):
 
     def model_ids(self) -> list[str]:
         return list(self._served_ids)
+
+    # prompt tokens (obliviate.proxy.prompt_tokens) -------------------------------------------
+    def context_length(self) -> int | None:
+        return self._max_model_len
+
+    def default_max_tokens(self, kind: Kind) -> int | None:
+        return 16 if kind == "completion" else None  # vLLM's defaults: 16 for completions, the context left for chat
+
+    async def count_prompt(self, kind: Kind, body: dict[str, Any]) -> list[int] | None:
+        return None if self.prompts is None else await self.prompts.count(kind, body)
+
+    def text_tokens(self, text: str) -> int | None:
+        return None if self.prompts is None else self.prompts.text_tokens(text)
+
+    async def tokenize(self, payload: dict[str, Any]) -> int:
+        """The engine's token count for one ``/tokenize`` request."""
+        try:
+            resp = await self.client.post(f"{self.root_url}/tokenize", json=payload)
+        except _TRANSPORT_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        body = _json_or_none(resp.content)
+        if resp.status_code >= 400:
+            raise upstream_error_from_response(resp.status_code, body)
+        count = body.get("count") if isinstance(body, dict) else None
+        if not isinstance(count, int):
+            raise UpstreamUnavailable("the model server's /tokenize gave no count", code="bad_upstream_response")
+        return count
 
     # requests --------------------------------------------------------------------------------
     def _unavailable(self, exc: Exception) -> UpstreamUnavailable:

@@ -29,6 +29,8 @@ from obliviate.proxy.scoring import AnswerScorer, Interventions
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_MAX_TOKENS = 256  # a request without max_tokens
+
 
 @dataclass
 class _Step:
@@ -94,6 +96,21 @@ class TransformersBackend(Backend):
     def model_ids(self) -> list[str]:
         return [self.model_id]
 
+    # prompt tokens (obliviate.proxy.prompt_tokens): counted by the code that builds the prompt -------
+    def context_length(self) -> int | None:
+        return self.max_model_len
+
+    def default_max_tokens(self, kind: Kind) -> int | None:
+        return DEFAULT_MAX_TOKENS
+
+    async def count_prompt(self, kind: Kind, body: dict[str, Any]) -> list[int] | None:
+        if self.tokenizer is None:
+            raise UpstreamUnavailable("transformers backend is not loaded", code="backend_unavailable")
+        return [len(await asyncio.to_thread(self._prompt_ids, kind, body))]
+
+    def text_tokens(self, text: str) -> int | None:
+        return None if self.tokenizer is None else len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def scorer(self) -> AnswerScorer:
         """Teacher-forced scoring with this backend's own model and assistants (sharing its lock)."""
         if self.model is None:
@@ -127,7 +144,7 @@ class TransformersBackend(Backend):
         import torch
 
         prompt_ids = self._prompt_ids(kind, body)
-        limit = body.get("max_completion_tokens") or body.get("max_tokens") or 256
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
         if len(prompt_ids) >= self.max_model_len:
             raise BadRequest(
                 f"prompt has {len(prompt_ids)} tokens; the model's context is {self.max_model_len}",

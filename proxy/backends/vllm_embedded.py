@@ -38,6 +38,7 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
             timeout_s=settings.upstream_timeout_s,
             max_connections=settings.upstream_max_connections,
             served_ids=[settings.model_id],
+            tokenizer_dir=self.model_path,  # prompt tokens counted here once checked against the engine's
         )
         self.name = "vllm-embedded"
 
@@ -46,7 +47,8 @@ class EmbeddedVLLMBackend(OpenAIHTTPBackend):
             from obliviate.guards.assistant import check_compatible
 
             await asyncio.to_thread(check_compatible, self.model_path, self.contrastive.paths)
-        await self.engine.start()
+        tokenizer = self.prompts.load() if self.prompts is not None else asyncio.sleep(0)
+        await asyncio.gather(self.engine.start(), tokenizer)  # the prompt counter's tokenizer loads meanwhile
         self.uds = str(self.engine.socket_path)
         await super().start()
 
