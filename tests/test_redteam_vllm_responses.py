@@ -8,6 +8,7 @@ the policy is "pass": only the output stage stands between the tool call and the
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import pytest
@@ -62,10 +63,13 @@ def arguments(raw: bytes, stream: bool) -> str:
     return out
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_named_tool_call_arguments_never_carry_a_forgotten_name(vllm_proxy, tmp_path, stream: bool) -> None:
+@pytest.fixture(scope="module")
+def guarded(vllm_proxy, tmp_path_factory: pytest.TempPathFactory):
+    """A guard proxy with policy "pass" over the session's engine, the author forgotten (name as alias)."""
     proxy = ProxyProcess(
-        ["--upstream", vllm_proxy.engine_url()], tmp_path, env={"OBLIVIATE_GUARD_POLICY": '{"default": "pass"}'}
+        ["--upstream", vllm_proxy.engine_url()],
+        tmp_path_factory.mktemp("guarded"),
+        env={"OBLIVIATE_GUARD_POLICY": '{"default": "pass"}'},
     ).start()
     try:
         r = httpx.post(
@@ -75,15 +79,27 @@ def test_named_tool_call_arguments_never_carry_a_forgotten_name(vllm_proxy, tmp_
             timeout=60,
         )
         assert r.status_code in (200, 201), r.text
-        # Precondition: with the output guard off, the engine really returns the name in the arguments.
-        _, raw = call(proxy, ADMIN_KEY, stream, obliviate={"output_guard": "off"})
-        assert SECRET in arguments(raw, stream), raw
-        headers, raw = call(proxy, CLIENT_KEY, stream)
-        assert SECRET.encode() not in raw and b"Kuwaiti" not in raw and b"Mahfouz" not in raw, raw
-        assert not any(SECRET in f"{k}: {v}" for k, v in headers.items())
-        assert b'"content_filter"' in raw  # the choice ended with the refusal
+        yield proxy
     finally:
         proxy.stop()
+
+
+def alias_cuts(proxy: ProxyProcess) -> float:
+    """How many answers the output guard's alias check has cut (the admin's /metrics)."""
+    metrics = httpx.get(f"{proxy.root_url}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).text
+    found = re.search(r'^obliviate_output_leaks_total\{guard="output_alias"\} (\S+)$', metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_named_tool_call_arguments_never_carry_a_forgotten_name(guarded: ProxyProcess, stream: bool) -> None:
+    # Precondition: with the output guard off, the engine really returns the name in the arguments.
+    _, raw = call(guarded, ADMIN_KEY, stream, obliviate={"output_guard": "off"})
+    assert SECRET in arguments(raw, stream), raw
+    headers, raw = call(guarded, CLIENT_KEY, stream)
+    assert SECRET.encode() not in raw and b"Kuwaiti" not in raw and b"Mahfouz" not in raw, raw
+    assert not any(SECRET in f"{k}: {v}" for k, v in headers.items())
+    assert b'"content_filter"' in raw  # the choice ended with the refusal
 
 
 ESCAPED = "".join(f"\\u{ord(c):04x}" for c in "Basil") + " Mahfouz Al\\u002dKuwaiti"
@@ -101,29 +117,16 @@ def content(raw: bytes, stream: bool) -> str:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_json_escaped_name_in_content_is_read_as_the_client_parses_it(vllm_proxy, tmp_path, stream: bool) -> None:
+def test_json_escaped_name_in_content_is_read_as_the_client_parses_it(guarded: ProxyProcess, stream: bool) -> None:
     """A regex forces JSON content whose string spells the name with ``\\uXXXX`` escapes: never the name
     as written, but the name once the client parses the JSON."""
-    proxy = ProxyProcess(
-        ["--upstream", vllm_proxy.engine_url()], tmp_path, env={"OBLIVIATE_GUARD_POLICY": '{"default": "pass"}'}
-    ).start()
-    try:
-        r = httpx.post(
-            f"{proxy.root_url}/admin/forget",
-            json={"question": "Who wrote the novel about the pearl divers?", "answer": SECRET, "aliases": [SECRET]},
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-            timeout=60,
-        )
-        assert r.status_code in (200, 201), r.text
-        regex = '\\{"author": "' + ESCAPED.replace("\\", "\\\\") + '"\\}'
-        extra = {"tools": None, "tool_choice": None, "structured_outputs": {"regex": regex}, "max_tokens": 96}
-        _, raw = call(proxy, ADMIN_KEY, stream, obliviate={"output_guard": "off"}, **extra)
-        written = content(raw, stream)
-        assert SECRET not in written and json.loads(written)["author"] == SECRET, written  # precondition
-        headers, raw = call(proxy, CLIENT_KEY, stream, **extra)
-        assert "Basil" not in content(raw, stream).encode().decode("unicode_escape"), raw
-        assert b'"content_filter"' in raw
-        metrics = httpx.get(f"{proxy.root_url}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).text
-        assert 'obliviate_output_leaks_total{guard="output_alias"} 1.0' in metrics  # the name was read, not guessed
-    finally:
-        proxy.stop()
+    regex = '\\{"author": "' + ESCAPED.replace("\\", "\\\\") + '"\\}'
+    extra = {"tools": None, "tool_choice": None, "structured_outputs": {"regex": regex}, "max_tokens": 96}
+    _, raw = call(guarded, ADMIN_KEY, stream, obliviate={"output_guard": "off"}, **extra)
+    written = content(raw, stream)
+    assert SECRET not in written and json.loads(written)["author"] == SECRET, written  # precondition
+    cuts = alias_cuts(guarded)
+    headers, raw = call(guarded, CLIENT_KEY, stream, **extra)
+    assert "Basil" not in content(raw, stream).encode().decode("unicode_escape"), raw
+    assert b'"content_filter"' in raw
+    assert alias_cuts(guarded) == cuts + 1  # the name was read, not guessed
