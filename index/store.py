@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 
 
+_VECTORS_IN = "SELECT vec_id, embedding FROM chunks WHERE vec_id IN ({marks})"
+
+
 class StoreError(RuntimeError):
     """The store cannot be opened or used (e.g. a newer schema)."""
 
@@ -340,19 +343,21 @@ class SQLiteStore:
             ).fetchall()
         return [dict(r) for r in rows]
 
+    def _rows_in(self, sql: str, values: Sequence[Any]) -> list[Any]:
+        """Rows of ``sql`` (whose ``{marks}`` is an ``IN`` list) for ``values``, 500 at a time (SQLite
+        caps the parameters of one statement). The caller holds the read lock."""
+        rows: list[Any] = []
+        for i in range(0, len(values), 500):
+            part = list(values[i : i + 500])
+            rows += self.reader.execute(sql.format(marks=",".join("?" * len(part))), part).fetchall()
+        return rows
+
     def existing_hashes(self, hashes: Sequence[str]) -> dict[str, tuple[str, int]]:
         """content hash -> (entry id, version) for the hashes already stored."""
-        out: dict[str, tuple[str, int]] = {}
-        uniq = list(dict.fromkeys(hashes))
+        sql = "SELECT content_hash, id, version FROM entries WHERE content_hash IN ({marks})"
         with self._rlock:
-            for i in range(0, len(uniq), 500):
-                part = uniq[i : i + 500]
-                marks = ",".join("?" * len(part))
-                for r in self.reader.execute(
-                    f"SELECT content_hash, id, version FROM entries WHERE content_hash IN ({marks})", part
-                ):
-                    out[r[0]] = (r[1], int(r[2]))
-        return out
+            rows = self._rows_in(sql, list(dict.fromkeys(hashes)))
+        return {r[0]: (r[1], int(r[2])) for r in rows}
 
     def all_vec_ids(self) -> list[int]:
         with self._rlock:
@@ -364,19 +369,13 @@ class SQLiteStore:
     def resolve_chunks(self, vec_ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
         """vec id -> (entry id, chunk text, entry scope JSON) for the given ids that are stored
         (deleted ones are absent)."""
-        out: dict[int, tuple[str, str, str]] = {}
-        ids = list(dict.fromkeys(int(i) for i in vec_ids))
+        sql = (
+            "SELECT c.vec_id, c.entry_id, c.text, e.scope FROM chunks c JOIN entries e ON e.id = c.entry_id"
+            " WHERE c.vec_id IN ({marks})"
+        )
         with self._rlock:
-            for i in range(0, len(ids), 500):
-                part = ids[i : i + 500]
-                marks = ",".join("?" * len(part))
-                for r in self.reader.execute(
-                    "SELECT c.vec_id, c.entry_id, c.text, e.scope FROM chunks c JOIN entries e ON e.id = c.entry_id"
-                    f" WHERE c.vec_id IN ({marks})",
-                    part,
-                ):
-                    out[int(r[0])] = (r[1], r[2], r[3])
-        return out
+            rows = self._rows_in(sql, list(dict.fromkeys(int(i) for i in vec_ids)))
+        return {int(r[0]): (r[1], r[2], r[3]) for r in rows}
 
     def entry_briefs(self, *, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """id, aliases, question, answer, scope and version of entries after ``after`` (no text):
@@ -408,15 +407,8 @@ class SQLiteStore:
         missing: list[int] = []
         for start in range(0, len(vec_ids), batch):
             part = [int(v) for v in vec_ids[start : start + batch]]
-            found: dict[int, bytes | None] = {}
             with self._rlock:
-                for i in range(0, len(part), 500):
-                    sub = part[i : i + 500]
-                    marks = ",".join("?" * len(sub))
-                    for r in self.reader.execute(
-                        f"SELECT vec_id, embedding FROM chunks WHERE vec_id IN ({marks})", sub
-                    ):
-                        found[int(r[0])] = r[1]
+                found: dict[int, bytes | None] = {int(r[0]): r[1] for r in self._rows_in(_VECTORS_IN, part)}
             for j, vid in enumerate(part):
                 blob = found.get(vid)
                 if blob is not None and len(blob) == dim * 4:
@@ -431,14 +423,7 @@ class SQLiteStore:
             if vec_ids is None:
                 rows = self.reader.execute("SELECT vec_id, embedding FROM chunks ORDER BY vec_id").fetchall()
             else:
-                rows = []
-                ids = list(vec_ids)
-                for i in range(0, len(ids), 500):
-                    part = ids[i : i + 500]
-                    marks = ",".join("?" * len(part))
-                    rows += self.reader.execute(
-                        f"SELECT vec_id, embedding FROM chunks WHERE vec_id IN ({marks})", part
-                    ).fetchall()
+                rows = self._rows_in(_VECTORS_IN, list(vec_ids))
         return [int(r[0]) for r in rows], [r[1] for r in rows]
 
     def set_vectors(self, pairs: Sequence[tuple[int, bytes]]) -> None:
