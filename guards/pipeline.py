@@ -182,6 +182,9 @@ class GuardPipeline:
     def _inspect(self, ctx: GuardContext, texts: list[str], token: CancelToken | None = None) -> None:
         """The prompt-match guards over ``texts``, then the matched entries' details (in a worker thread)."""
         if self.view.is_empty():
+            for guard in self.detectors:  # the window cap answers alike whether or not there is a forget set
+                if isinstance(guard, SemanticMatch):
+                    guard.windows(texts)
             return
         ctx.texts = texts
         with cancel_scope(token or CancelToken()):

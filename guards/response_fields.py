@@ -146,8 +146,8 @@ def channels(kind: str, choice: dict[str, Any]) -> dict[str, str]:
 
     def add(name: str, value: Any) -> None:
         text = _text(value)
-        if text:
-            found[name] = text
+        if text:  # appended: two tool calls of one delta may share an index, and both reach the client
+            found[name] = found.get(name, "") + text
 
     if kind == "chat":
         message = choice.get("message") or choice.get("delta") or {}

@@ -213,6 +213,29 @@ async def test_requests_over_the_inspection_caps_get_a_clear_400(
     assert ok.status_code == 200 and ok.headers.get("x-obliviate-action", "pass") != "pass"
 
 
+@pytest.mark.parametrize(
+    ("settings", "contents"),
+    [
+        ({"guard_max_texts": 3}, ["a", "b", "c", "d"]),
+        ({"guard_max_chars": 100}, ["x" * 60, "y" * 60]),
+        ({"guard_max_windows": 4}, [". ".join(f"Sentence {i}" for i in range(50)) * 9]),
+    ],
+)
+async def test_the_caps_answer_alike_with_an_empty_forget_set(
+    make_client: Any, settings: dict[str, Any], contents: list[str]
+) -> None:
+    """A cap that fired only when the forget set holds something would tell a client that it does."""
+    answers = []
+    for entries in (False, True):
+        client = await make_client(api_keys=["cli"], admin_key="adm", guard_window_chars=50, **HASHING, **settings)
+        if entries:
+            r = await client.post("/admin/forget", json={"text": f"{NAME} wrote.", "aliases": [NAME]}, headers=ADMIN)
+            assert r.status_code == 201, r.text
+        r = await client.post("/v1/chat/completions", json=chat(*contents), headers=CLIENT)
+        answers.append((r.status_code, r.json()))
+    assert answers[0] == answers[1] and answers[0][0] == 400
+
+
 # -- the guards' view of the forget set -----------------------------------------------------------
 
 

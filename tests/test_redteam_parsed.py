@@ -141,6 +141,11 @@ STREAMS = {
         chunk("chat", delta({"tool_calls": [{"index": 1, "function": {"arguments": 'Kuwaiti"}'}}]})),
         chunk("chat", delta({}, "tool_calls")),
     ],
+    "tool_calls_sharing_an_index_in_one_delta": [
+        chunk("chat", delta({"role": "assistant", "content": None})),
+        chunk("chat", delta({"tool_calls": [tool_call(0, '{"a": "Basil Mahfouz '), tool_call(0, 'Al-Kuwaiti"}')]})),
+        chunk("chat", delta({}, "tool_calls")),
+    ],
     "reasoning_then_content": [
         chunk("chat", delta({"role": "assistant", "content": ""})),
         *(chunk("chat", delta({"reasoning": w})) for w in ["They", " mean", " Basil", " Mahfouz"]),

@@ -109,6 +109,16 @@ CHAT_CASES = {
     "content": response("chat", chat_choice({"content": f"The author is {SECRET}."})),
     "tool_calls": response("chat", chat_choice({"content": None, "tool_calls": [CALL]})),
     "function_call": response("chat", chat_choice({"content": None, "function_call": CALL["function"]})),
+    # two calls sharing an index: the second must not hide the first from the guard
+    "tool_calls_sharing_an_index": response(
+        "chat",
+        chat_choice(
+            {
+                "content": None,
+                "tool_calls": [{**CALL, "index": 0}, {"index": 0, "function": {"name": "f", "arguments": "{}"}}],
+            }
+        ),
+    ),
     "reasoning": response("chat", chat_choice({"content": "I cannot say.", "reasoning": f"They mean {SECRET}."})),
     "reasoning_content": response(
         "chat", chat_choice({"content": "I cannot say.", "reasoning_content": f"They mean {SECRET}."})
